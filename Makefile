@@ -1,0 +1,48 @@
+# stn-repro: every target sets up .venv itself when it is missing or older than pyproject.toml.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help test test-slow lint reproduce-mnist clean clean-venv
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "stn-repro needs Python >= 3.11; found " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@ $(RUNTIME_STAMP)
+
+test: $(DEV_STAMP) ## Run the test suite (fast tests; slow ones are excluded)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(DEV_STAMP) ## Run only the tests marked slow
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP) ## Check style with ruff
+	$(PY) -m ruff check stn_repro tests scripts
+	$(PY) -m ruff format --check stn_repro tests scripts
+
+reproduce-mnist: $(RUNTIME_STAMP) ## Reproduce Table 1 (distorted MNIST) and the cluttered-MNIST result
+	@echo "make reproduce-mnist: not implemented yet. The Table 1 pipeline (models, training, tables) is tracked" >&2
+	@echo "in issue 4; so far stn-repro provides the spatial transformer module (stn_repro.transformers)." >&2
+	@exit 2
+
+clean: ## Remove caches and run outputs (keeps .venv, data/ and results/)
+	rm -rf .pytest_cache .ruff_cache outputs multirun lightning_logs wandb build *.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+clean-venv: ## Remove the virtual environment
+	rm -rf $(VENV)
