@@ -83,6 +83,17 @@ def _render(digits: Tensor, family: TransformFamily, theta: Tensor, canvas: int,
     return sample(images, grid).round_().clamp_(0, 255).to(torch.uint8)[:, 0]
 
 
+def _single_digit_result(images: Tensor, labels: Tensor, theta: Tensor, **truth: Tensor) -> dict[str, Tensor]:
+    """The arrays of a one-digit protocol: images, labels, theta, ink boxes and the protocol's own draws."""
+    return {
+        "images": images.cpu(),
+        "labels": labels,
+        "theta": theta.float(),
+        "boxes": ink_boxes(images).cpu(),
+        **{key: value.float() for key, value in truth.items()},
+    }
+
+
 def _source_ink_corners(digits: Tensor) -> Tensor:
     """Corners ``(N, 4, 2)`` of each digit's ink box in pixel-centre coordinates (pixel edges at ±0.5)."""
     x0, y0, x1, y1 = ink_boxes(digits).double().unbind(1)
@@ -137,8 +148,8 @@ class Distortion:
 
     @property
     def canvas_shape(self) -> tuple[int, ...]:
-        """Shape of one generated image (without the batch)."""
-        raise NotImplementedError
+        """Shape of one generated image (without the batch); subclasses define ``canvas``."""
+        return (self.canvas, self.canvas)
 
     def protocol(self) -> dict[str, Any]:
         """The protocol as plain data (for cache keys and run records)."""
@@ -160,23 +171,13 @@ class Rotated(Distortion):
     angle: float = 90.0
     canvas: int = 28
 
-    @property
-    def canvas_shape(self) -> tuple[int, ...]:
-        return (self.canvas, self.canvas)
-
     def generate(self, digits, labels, generator, device="cpu"):
         n = len(digits)
         angles = _uniform(generator, n, -self.angle, self.angle)
         centre = torch.full((n, 2), (self.canvas - 1) / 2, dtype=torch.float64)
         theta = _pixel_forward_to_theta(_similarity(angles, torch.ones(n, dtype=torch.float64), centre), self.canvas)
         images = _render(digits, get_family(self.family), theta[:, :2].reshape(n, 6), self.canvas, torch.device(device))
-        return {
-            "images": images.cpu(),
-            "labels": labels,
-            "theta": theta[:, :2].reshape(n, 6).float(),
-            "boxes": ink_boxes(images).cpu(),
-            "angles": angles.float(),
-        }
+        return _single_digit_result(images, labels, theta[:, :2].reshape(n, 6), angles=angles)
 
 
 @dataclass(frozen=True)
@@ -190,10 +191,6 @@ class RotatedTranslatedScaled(Distortion):
     scale_min: float = 0.7
     scale_max: float = 1.2
     canvas: int = 42
-
-    @property
-    def canvas_shape(self) -> tuple[int, ...]:
-        return (self.canvas, self.canvas)
 
     def generate(self, digits, labels, generator, device="cpu"):
         n = len(digits)
@@ -211,14 +208,7 @@ class RotatedTranslatedScaled(Distortion):
         )
         theta = _pixel_forward_to_theta(_similarity(angles, scales, centre), self.canvas)[:, :2].reshape(n, 6)
         images = _render(digits, get_family(self.family), theta, self.canvas, torch.device(device))
-        return {
-            "images": images.cpu(),
-            "labels": labels,
-            "theta": theta.float(),
-            "boxes": ink_boxes(images).cpu(),
-            "angles": angles.float(),
-            "scales": scales.float(),
-        }
+        return _single_digit_result(images, labels, theta, angles=angles, scales=scales)
 
 
 def _homographies(source: Tensor, target: Tensor) -> Tensor:
@@ -245,10 +235,6 @@ class Projective(Distortion):
     corner_sigma: float = 5.0
     canvas: int = 28
 
-    @property
-    def canvas_shape(self) -> tuple[int, ...]:
-        return (self.canvas, self.canvas)
-
     def generate(self, digits, labels, generator, device="cpu"):
         n = len(digits)
         scales = _uniform(generator, n, self.scale_min, self.scale_max)
@@ -259,14 +245,7 @@ class Projective(Distortion):
         matrix = _homographies(moved, frame.expand(n, 4, 2))
         theta = matrix.reshape(n, 9)[:, :8]
         images = _render(digits, get_family(self.family), theta, self.canvas, torch.device(device))
-        return {
-            "images": images.cpu(),
-            "labels": labels,
-            "theta": theta.float(),
-            "boxes": ink_boxes(images).cpu(),
-            "scales": scales.float(),
-            "corner_offsets": offsets.float(),
-        }
+        return _single_digit_result(images, labels, theta, scales=scales, corner_offsets=offsets)
 
 
 @dataclass(frozen=True)
@@ -282,10 +261,6 @@ class Elastic(Distortion):
     control_sigma: float = 1.5
     canvas: int = 28
 
-    @property
-    def canvas_shape(self) -> tuple[int, ...]:
-        return (self.canvas, self.canvas)
-
     def generate(self, digits, labels, generator, device="cpu"):
         n = len(digits)
         k = self.grid_size**2
@@ -297,14 +272,7 @@ class Elastic(Distortion):
         theta = source.reshape(n, 2 * k)
         family = get_family("tps", grid_size=self.grid_size)
         rendered = _render(digits, family, theta, self.canvas, torch.device(device))
-        return {
-            "images": rendered.cpu(),
-            "labels": labels,
-            "theta": theta.float(),
-            "boxes": ink_boxes(rendered).cpu(),
-            "scales": scales.float(),
-            "control_offsets": offsets.float(),
-        }
+        return _single_digit_result(rendered, labels, theta, scales=scales, control_offsets=offsets)
 
 
 def _translate(digits: Tensor, canvas: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
@@ -329,10 +297,6 @@ class TranslatedCluttered(Distortion):
     canvas: int = 60
     patches: int = 6
     patch_size: int = 6
-
-    @property
-    def canvas_shape(self) -> tuple[int, ...]:
-        return (self.canvas, self.canvas)
 
     def generate(self, digits, labels, generator, device="cpu"):
         images, theta = _translate(digits, self.canvas, generator, device)
@@ -390,10 +354,6 @@ class ClutteredSequence(Distortion):
     canvas: int = 100
     patches: int = 8
     patch_size: int = 9
-
-    @property
-    def canvas_shape(self) -> tuple[int, ...]:
-        return (self.canvas, self.canvas)
 
     def generate(self, digits, labels, generator, device="cpu"):
         n, m = len(digits), len(digits)
