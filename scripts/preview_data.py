@@ -39,11 +39,27 @@ def preview(name: str, images: np.ndarray, labels: np.ndarray, truth: dict[str, 
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         for c, box in enumerate(_boxes(truth["boxes"][i])):
             shift = c * width if images[i].ndim == 3 else 0
-            ax.add_patch(plt.Rectangle((box[0] + shift - 0.5, box[1] - 0.5), box[2] - box[0], box[3] - box[1],
-                                       fill=False, color="red", lw=0.8))
+            ax.add_patch(
+                plt.Rectangle(
+                    (box[0] + shift - 0.5, box[1] - 0.5),
+                    box[2] - box[0],
+                    box[3] - box[1],
+                    fill=False,
+                    color="red",
+                    lw=0.8,
+                )
+            )
         for box in _boxes(truth.get("clutter_boxes", np.zeros((count, 0, 4)))[i]):
-            ax.add_patch(plt.Rectangle((box[0] - 0.5, box[1] - 0.5), box[2] - box[0], box[3] - box[1],
-                                       fill=False, color="deepskyblue", lw=0.5))
+            ax.add_patch(
+                plt.Rectangle(
+                    (box[0] - 0.5, box[1] - 0.5),
+                    box[2] - box[0],
+                    box[3] - box[1],
+                    fill=False,
+                    color="deepskyblue",
+                    lw=0.5,
+                )
+            )
         ax.set_title(str(labels[i]), fontsize=8)
     fig.suptitle(f"{name}: {note}", fontsize=9)
     fig.tight_layout()
@@ -66,8 +82,14 @@ def main() -> None:
         out = generate(distortion, images, labels, split_seed(0, "test", name))
         truth = {k: v[: args.count] for k, v in out.items()}
         path = Path(args.out) / f"data_{name}.png"
-        preview(name, out["images"][: args.count], out["labels"][: args.count], truth, path,
-                f"{digit_set.source} digits, {distortion.protocol()}")
+        preview(
+            name,
+            out["images"][: args.count],
+            out["labels"][: args.count],
+            truth,
+            path,
+            f"{digit_set.source} digits, {distortion.protocol()}",
+        )
         print(f"wrote {path}")
 
 

@@ -127,9 +127,7 @@ def test_round_trip_arrays_and_metadata(tmp_path: Path) -> None:
     assert_arrays_equal(got, native)
     stored = read_metadata(path)
     assert {k: stored[k] for k in metadata} == metadata
-    assert (
-        stored["format_version"] == CACHE_FORMAT_VERSION and stored["code_version"] == stn_repro.__version__
-    )
+    assert stored["format_version"] == CACHE_FORMAT_VERSION and stored["code_version"] == stn_repro.__version__
     assert stored["complete"] is True and stored["created"].endswith("+00:00")
     assert stored["arrays"] == sorted(arrays)
     with h5py.File(path, "r") as file:  # plain HDF5 layout, readable by any tool
@@ -217,9 +215,7 @@ def test_read_detects_truncation(tmp_path: Path, keep: float) -> None:
     assert str(info.value).startswith(str(path))
 
 
-def test_failed_write_leaves_no_temp_and_keeps_old_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_write_leaves_no_temp_and_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "x.h5"
     write_arrays(path, {"a": np.arange(3)}, {"version": 1})
     calls = []

@@ -257,24 +257,17 @@ def test_download_uses_and_restores_socket_timeout(tmp_path: Path, monkeypatch: 
 
     def failing_download(self) -> None:
         seen.append(socket.getdefaulttimeout())
-        raise RuntimeError(
-            "Error downloading train-images-idx3-ubyte.gz:\nTried https://x/, got:\ntimed out\n"
-        )
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://x/, got:\ntimed out\n")
 
     monkeypatch.setattr(datasets.MNIST, "download", failing_download)
     socket.setdefaulttimeout(None)
     log = Log()
     assert resolve_digits(tmp_path, log=log, download_timeout=2.5).source == "bundled"
     assert seen == [2.5] and socket.getdefaulttimeout() is None
-    assert (
-        "(RuntimeError: Error downloading train-images-idx3-ubyte.gz: Tried https://x/, got: timed out)"
-        in log[0]
-    )
+    assert "(RuntimeError: Error downloading train-images-idx3-ubyte.gz: Tried https://x/, got: timed out)" in log[0]
 
 
-def test_successful_download_is_used_then_found_as_idx(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_successful_download_is_used_then_found_as_idx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from torchvision import datasets
 
     def fake_download(self) -> None:  # writes what torchvision leaves: the .gz files and their extracts
@@ -332,9 +325,7 @@ def test_no_bundled_fashion_mnist(tmp_path: Path, source: str, monkeypatch: pyte
     assert "t10k-images-idx3-ubyte" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "allowed"), [({"source": "web"}, "auto, idx"), ({"digits": "kmnist"}, "mnist")]
-)
+@pytest.mark.parametrize(("kwargs", "allowed"), [({"source": "web"}, "auto, idx"), ({"digits": "kmnist"}, "mnist")])
 def test_unknown_choices(tmp_path: Path, kwargs: dict, allowed: str) -> None:
     with pytest.raises(DataError, match=allowed):
         resolve_digits(tmp_path, log=Log(), **kwargs)

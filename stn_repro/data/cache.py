@@ -129,8 +129,7 @@ def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], metadata: M
             tmp.unlink()
         if isinstance(exc, OSError):
             raise DataError(
-                f"{path}: cannot write cache file ({one_line(exc)}); "
-                f"check free space and permissions of {path.parent}"
+                f"{path}: cannot write cache file ({one_line(exc)}); check free space and permissions of {path.parent}"
             ) from exc
         raise
 
@@ -242,9 +241,7 @@ def _prepare_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise ValueError(f"invalid array name {name!r}: use non-empty parts separated by '/'")
         array = np.asarray(value)
         if array.dtype.kind not in _CACHEABLE_KINDS:
-            raise TypeError(
-                f"array {name!r} has dtype {array.dtype}; only numeric and bool arrays can be cached"
-            )
+            raise TypeError(f"array {name!r} has dtype {array.dtype}; only numeric and bool arrays can be cached")
         prepared[name] = np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C")
     for name in prepared:
         inside = [other for other in prepared if other.startswith(f"{name}/")]
@@ -281,8 +278,7 @@ def _read(path: Path, expected: Mapping[str, Any]) -> tuple[dict[str, np.ndarray
                 raise CacheError(f"{path}: incomplete (no completion marker)")
             if stored.get("format_version") != CACHE_FORMAT_VERSION:
                 raise CacheError(
-                    f"{path}: cache format version {stored.get('format_version')}, "
-                    f"expected {CACHE_FORMAT_VERSION}"
+                    f"{path}: cache format version {stored.get('format_version')}, expected {CACHE_FORMAT_VERSION}"
                 )
             for key, value in expected.items():
                 wanted = json.loads(_canonical_json(value))

@@ -28,6 +28,9 @@ from stn_repro.transformers import TransformFamily, get_family, normalized_to_pi
 from stn_repro.transformers.grids import control_grid
 
 DIGIT_SIZE = 28
+GENERATION_CHUNK = 8192
+"""Digits generated per batch by :func:`generate`. Partners (ADD) and clutter crops (TC, SEQ) come from the same
+chunk, and the random stream is drawn chunk by chunk, so the chunk size is part of a dataset's protocol."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,7 +293,8 @@ def _translate(digits: Tensor, canvas: int, generator: torch.Generator, device) 
 @dataclass(frozen=True)
 class TranslatedCluttered(Distortion):
     """TC: the 28×28 digit at a random integer position in the canvas, plus ``patches`` random ``patch_size``² crops
-    of other digits of the same split at random places (pixel-wise max). ``patches=0`` gives plain translation (T)."""
+    of other digits of the same chunk (see :data:`GENERATION_CHUNK`) at random places (pixel-wise max).
+    ``patches=0`` gives plain translation (T)."""
 
     name: ClassVar[str] = "TC"
     family: ClassVar[str] = "affine"
@@ -314,7 +318,7 @@ class TranslatedCluttered(Distortion):
 @dataclass(frozen=True)
 class Addition(Distortion):
     """MNIST addition (appendix A.1): two digits, each RTS-distorted independently in its own channel; the label is
-    their sum (19 classes). The partner of digit ``i`` is a random other digit of the same split."""
+    their sum (19 classes). The partner of digit ``i`` is a random other digit of the same chunk."""
 
     name: ClassVar[str] = "ADD"
     family: ClassVar[str] = "affine"
@@ -406,9 +410,10 @@ def generate(
     labels: np.ndarray,
     seed: int,
     device: torch.device | str = "cpu",
-    chunk_size: int = 8192,
+    chunk_size: int = GENERATION_CHUNK,
 ) -> dict[str, np.ndarray]:
-    """Generate a whole split in chunks; same ``seed`` → same parameters, and the same bytes on the same device.
+    """Generate a whole split in chunks; same ``seed`` and ``chunk_size`` → same parameters, and the same bytes on
+    the same device.
 
     Args:
         digits: ``uint8 (N, 28, 28)``; labels: ``int64 (N,)``.

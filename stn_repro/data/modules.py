@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from stn_repro.data.cache import load_or_build
-from stn_repro.data.distortions import Distortion, generate, get_distortion, split_seed
+from stn_repro.data.distortions import GENERATION_CHUNK, Distortion, generate, get_distortion, split_seed
 from stn_repro.data.sources import DigitSet, resolve_digits
 
 TRUTH_KEYS_EXCLUDED = ("images", "labels")
@@ -175,7 +175,7 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
         seed = split_seed(self.test_seed if split == "test" else self.seed, split, self.distortion.name)
         images = digit_set.test_images if split == "test" else digit_set.train_images
         labels = digit_set.test_labels if split == "test" else digit_set.train_labels
-        protocol = {**self.distortion.protocol(), "split": split, "seed": seed}
+        protocol = {**self.distortion.protocol(), "split": split, "seed": seed, "chunk_size": GENERATION_CHUNK}
         name = f"{self.digits}-{self.distortion.name}-{split}"
         return load_or_build(
             self.root,

@@ -263,9 +263,7 @@ def resolve_digits(
 
     if source in ("auto", "torchvision"):
         try:
-            data = _load_idx_folder(
-                _download_with_torchvision(root, digits, download_timeout), digits, "torchvision"
-            )
+            data = _load_idx_folder(_download_with_torchvision(root, digits, download_timeout), digits, "torchvision")
         except _DOWNLOAD_ERRORS as exc:
             if source == "torchvision":
                 raise DataError(
@@ -338,9 +336,7 @@ def _locate_idx(root: Path, digits: str) -> tuple[Path | None, list[tuple[Path, 
         if len(present) == len(IDX_FILES):
             return folder, incomplete
         if present:
-            incomplete.append(
-                (folder, [f"{IDX_FILES[name]}[.gz]" for name in IDX_FILES if name not in present])
-            )
+            incomplete.append((folder, [f"{IDX_FILES[name]}[.gz]" for name in IDX_FILES if name not in present]))
     return None, incomplete
 
 
