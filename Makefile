@@ -35,10 +35,10 @@ lint: $(DEV_STAMP) ## Check style with ruff
 	$(PY) -m ruff check stn_repro tests scripts
 	$(PY) -m ruff format --check stn_repro tests scripts
 
-reproduce-mnist: $(RUNTIME_STAMP) ## Reproduce Table 1 (distorted MNIST) and the cluttered-MNIST result
-	@echo "make reproduce-mnist: not implemented yet. The Table 1 pipeline (models, training, tables) is tracked" >&2
-	@echo "in issue 4; so far stn-repro provides the spatial transformer module (stn_repro.transformers)." >&2
-	@exit 2
+REPRODUCE_ARGS ?=
+
+reproduce-mnist: $(RUNTIME_STAMP) ## Reproduce Table 1 (distorted MNIST) and the cluttered-MNIST result -> results/
+	$(PY) -m stn_repro.reproduce suite=table1,cluttered $(REPRODUCE_ARGS)
 
 clean: ## Remove caches and run outputs (keeps .venv, data/ and results/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun lightning_logs wandb build *.egg-info

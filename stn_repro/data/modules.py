@@ -162,6 +162,7 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
         self.splits: dict[str, dict[str, np.ndarray]] = {}
         self.metadata: dict[str, Any] = {}
         self._train_index = np.arange(0)
+        self._loaded: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
 
     # -- data preparation ----------------------------------------------------------------------------------------
 
@@ -171,6 +172,12 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
         return self.digit_set
 
     def _split(self, split: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The generated split from the cache (built on a miss); loaded once per module."""
+        if split not in self._loaded:
+            self._loaded[split] = self._load_split(split)
+        return self._loaded[split]
+
+    def _load_split(self, split: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         digit_set = self._digits()
         seed = split_seed(self.test_seed if split == "test" else self.seed, split, self.distortion.name)
         images = digit_set.test_images if split == "test" else digit_set.train_images
@@ -193,6 +200,8 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
             self._split(split)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
         train, train_meta = self._split("train")
         test, _ = self._split("test")
         n = len(train["labels"])

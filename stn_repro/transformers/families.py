@@ -77,7 +77,7 @@ class TransformFamily:
         return f"{type(self).__name__}(num_params={self.num_params})"
 
 
-class _MatrixFamily(TransformFamily):
+class MatrixFamily(TransformFamily):
     """Families given by a homogeneous matrix ``(B, d + 1, d + 1)``."""
 
     def matrix(self, params: Tensor) -> Tensor:
@@ -108,7 +108,7 @@ def _append_last_row(theta: Tensor) -> Tensor:
     return torch.cat([theta, last], dim=1)
 
 
-class AffineFamily(_MatrixFamily):
+class AffineFamily(MatrixFamily):
     name = "affine"
     num_params = 6
 
@@ -122,7 +122,7 @@ class AffineFamily(_MatrixFamily):
         return matrix[:, :2].reshape(-1, 6)
 
 
-class AttentionFamily(_MatrixFamily):
+class AttentionFamily(MatrixFamily):
     name = "attention"
     num_params = 3
 
@@ -139,7 +139,7 @@ class AttentionFamily(_MatrixFamily):
         return torch.stack([matrix[:, 0, 0], matrix[:, 0, 2], matrix[:, 1, 2]], dim=1)
 
 
-class ProjectiveFamily(_MatrixFamily):
+class ProjectiveFamily(MatrixFamily):
     """Plane homographies; denominators are kept at least :data:`grids.PROJECTIVE_EPS` from zero."""
 
     name = "projective"
@@ -202,7 +202,7 @@ class ThinPlateSplineFamily(TransformFamily):
         return f"ThinPlateSplineFamily(grid_size={self.grid_size}, regularisation={self.regularisation})"
 
 
-class Affine3dFamily(_MatrixFamily):
+class Affine3dFamily(MatrixFamily):
     name = "affine3d"
     spatial_dims = 3
     num_params = 12

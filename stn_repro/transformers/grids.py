@@ -79,7 +79,7 @@ def control_grid(grid_size: int, *, device=None, dtype: torch.dtype = torch.floa
     """Control points on a ``grid_size`` × ``grid_size`` grid spanning ``[-1, 1]^2``, row-major, ``(K, 2)``.
 
     Cached; treat as read-only."""
-    axis = torch.linspace(-1.0, 1.0, grid_size, dtype=torch.float64)
+    axis = torch.linspace(-1.0, 1.0, grid_size, dtype=torch.float64, device="cpu")  # cached: never on a default device
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1).to(device=device, dtype=dtype)
 
@@ -96,14 +96,14 @@ def tps_kernel(points: Tensor, centres: Tensor) -> Tensor:
 @lru_cache(maxsize=32)
 def _tps_solution(grid_size: int, regularisation: float, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``L⁻¹[:, :K]`` of the TPS system for the control grid, solved once in float64; ``(K + 3, K)``."""
-    centres = control_grid(grid_size, dtype=torch.float64)
+    centres = control_grid(grid_size, device="cpu", dtype=torch.float64)
     k = centres.shape[0]
-    system = torch.zeros(k + 3, k + 3, dtype=torch.float64)
-    system[:k, :k] = tps_kernel(centres, centres) + regularisation * torch.eye(k, dtype=torch.float64)
+    system = torch.zeros(k + 3, k + 3, dtype=torch.float64, device="cpu")
+    system[:k, :k] = tps_kernel(centres, centres) + regularisation * torch.eye(k, dtype=torch.float64, device="cpu")
     system[:k, k:] = _homogeneous_first(centres)
     system[k:, :k] = _homogeneous_first(centres).T
-    rhs = torch.zeros(k + 3, k, dtype=torch.float64)
-    rhs[:k] = torch.eye(k, dtype=torch.float64)
+    rhs = torch.zeros(k + 3, k, dtype=torch.float64, device="cpu")
+    rhs[:k] = torch.eye(k, dtype=torch.float64, device="cpu")
     return torch.linalg.solve(system, rhs).to(device=device, dtype=dtype)
 
 

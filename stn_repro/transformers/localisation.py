@@ -6,6 +6,7 @@ family's identity, so a fresh transformer passes its input through unchanged (th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -45,6 +46,7 @@ def fc_localisation(
     in_shape: Sequence[int],
     family: TransformFamily,
     hidden: Sequence[int] = (32, 32),
+    downsample: int = 1,
     weight_std: float = 0.0,
 ) -> nn.Sequential:
     """Fully connected localisation net (the paper's ST-FCN: 32-unit ReLU layers).
@@ -53,13 +55,17 @@ def fc_localisation(
         in_shape: input shape without the batch, ``(C, H, W)`` or ``(C, D, H, W)``.
         family: the transform family whose parameters the net emits.
         hidden: widths of the hidden ReLU layers.
+        downsample: max-pool factor applied to the input first (1: none); keeps the first layer small on large
+            canvases.
         weight_std: see :func:`init_identity_head`.
 
     Returns:
         ``nn.Sequential`` mapping ``(B, *in_shape)`` to ``(B, P)``; its last module is the identity head.
     """
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = int(torch.tensor(in_shape).prod())
+    pool = {3: nn.MaxPool2d, 4: nn.MaxPool3d}[len(in_shape)]
+    layers: list[nn.Module] = [pool(downsample)] if downsample > 1 else []
+    layers.append(nn.Flatten())
+    width = _flat_features(nn.Sequential(*layers), in_shape)
     for units in hidden:
         layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
         width = units

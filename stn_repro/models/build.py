@@ -1,0 +1,98 @@
+"""Build the paper's classifiers from plain settings, and size them to a common parameter count."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from stn_repro.models.classifiers import CNN, FCN, STClassifier, count_parameters
+from stn_repro.transformers import SpatialTransformer, conv_localisation, fc_localisation, get_family
+
+MODEL_KINDS = ("fcn", "cnn", "st_fcn", "st_cnn")
+LOCALISATION_KINDS = ("fc", "conv")
+
+
+def build_model(
+    kind: str,
+    in_shape: Sequence[int],
+    num_classes: int,
+    width: int,
+    family: str | None = None,
+    family_options: Mapping[str, Any] | None = None,
+    localisation: Mapping[str, Any] | None = None,
+    pool: int = 1,
+    fcn_layers: int = 2,
+    kernel_sizes: Sequence[int] = (9, 7),
+) -> nn.Module:
+    """One classifier of the paper.
+
+    Args:
+        kind: ``"fcn"``, ``"cnn"``, ``"st_fcn"`` or ``"st_cnn"``.
+        in_shape: ``(C, H, W)`` of the input images.
+        num_classes: number of outputs.
+        width: hidden units per FC layer (FCN) or channels per conv layer (CNN) of the classifier.
+        family: transform family of the ST models (``"affine"``, ``"projective"``, ``"tps"``, ...).
+        family_options: options of the family (e.g. ``{"grid_size": 4}`` for TPS).
+        localisation: ``{"kind": "fc"|"conv", ...builder options}``; defaults to the paper's net for the kind
+            (ST-FCN: FC 32-32-32; ST-CNN: ×2 downsampling, conv 20@5 → pool → conv 20@5 → FC 20).
+        pool: average-pool factor after the transformer (ST models only).
+        fcn_layers: hidden layers of the FCN classifier.
+        kernel_sizes: conv kernel sizes of the CNN classifier.
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+    if width < 1:
+        raise ValueError(f"model width must be >= 1, got {width}")
+    is_st = kind.startswith("st_")
+    classifier_shape = tuple(in_shape)
+    if is_st and pool > 1:
+        classifier_shape = (in_shape[0], in_shape[1] // pool, in_shape[2] // pool)
+    if kind.endswith("fcn"):
+        classifier: nn.Module = FCN(classifier_shape, num_classes, [width] * fcn_layers)
+    else:
+        classifier = CNN(classifier_shape, num_classes, [width] * len(kernel_sizes), kernel_sizes)
+    if not is_st:
+        return classifier
+    if family is None:
+        raise ValueError(f"model kind {kind!r} needs a transform family")
+    transform = get_family(family, **dict(family_options or {}))
+    settings = dict(localisation or _default_localisation(kind))
+    loc_kind = settings.pop("kind")
+    if loc_kind not in LOCALISATION_KINDS:
+        raise ValueError(f"unknown localisation kind {loc_kind!r}; expected one of {LOCALISATION_KINDS}")
+    builder = fc_localisation if loc_kind == "fc" else conv_localisation
+    transformer = SpatialTransformer(builder(tuple(in_shape), transform, **settings), transform)
+    return STClassifier(transformer, classifier, pool)
+
+
+def _default_localisation(kind: str) -> dict[str, Any]:
+    if kind == "st_fcn":
+        return {"kind": "fc", "hidden": (32, 32, 32)}
+    return {"kind": "conv", "channels": (20, 20), "kernel_size": 5, "downsample": 2, "hidden": (20,)}
+
+
+def build_matched_model(param_target: int, max_width: int = 4096, **settings: Any) -> tuple[nn.Module, int]:
+    """The model of :func:`build_model` whose classifier width brings its parameter count closest to
+    ``param_target``; returns ``(model, width)``. The parameter count grows with the width, so a bisection finds it.
+    """
+    if param_target < 1:
+        raise ValueError(f"param_target must be >= 1, got {param_target}")
+
+    def params(width: int) -> int:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            return count_parameters(build_model(width=width, **settings))
+
+    low, high = 1, max_width
+    if params(high) < param_target:
+        raise ValueError(f"param_target {param_target} is above the largest model ({params(high)} at width {high})")
+    while high - low > 1:
+        middle = (low + high) // 2
+        if params(middle) < param_target:
+            low = middle
+        else:
+            high = middle
+    width = min((low, high), key=lambda w: abs(params(w) - param_target))
+    return build_model(width=width, **settings), width

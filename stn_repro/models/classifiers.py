@@ -1,0 +1,97 @@
+"""The paper's MNIST classifiers as plain ``nn.Module``s: FCN, CNN and their spatial-transformer versions.
+
+All classifiers take ``(B, C, H, W)`` images and return logits ``(B, num_classes)``; ReLU everywhere; three weight
+layers each (FCN: FC → FC → FC; CNN: conv 9×9 → max-pool 2 → conv 7×7 → max-pool 2 → FC). Convolutions use
+"same" padding so one architecture serves 28, 21 and 30 px inputs (the paper does not give its padding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from stn_repro.transformers import SpatialTransformer
+
+
+class FCN(nn.Module):
+    """Fully connected classifier: ``hidden`` ReLU layers then a linear output.
+
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    """
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(in_shape)
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
+            width = units
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class CNN(nn.Module):
+    """Convolutional classifier: conv k₁×k₁ → max-pool 2 → conv k₂×k₂ → max-pool 2 → linear output.
+
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_classes: int,
+        channels: Sequence[int],
+        kernel_sizes: Sequence[int] = (9, 7),
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(kernel_sizes):
+            raise ValueError(f"CNN needs one kernel size per conv layer, got {channels} and {kernel_sizes}")
+        layers: list[nn.Module] = []
+        in_channels = in_shape[0]
+        for out_channels, k in zip(channels, kernel_sizes, strict=True):
+            layers += [nn.Conv2d(in_channels, out_channels, k, padding=k // 2), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            in_channels = out_channels
+        layers.append(nn.Flatten())
+        self.features = nn.Sequential(*layers)
+        with torch.no_grad():
+            width = self.features(torch.zeros(1, *in_shape)).shape[1]
+        self.output = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.features(x))
+
+
+class STClassifier(nn.Module):
+    """A spatial transformer as the first layer of a classifier, optionally followed by average pooling.
+
+    Args:
+        transformer: warps the input; its output feeds the classifier.
+        classifier: maps the (pooled) transformer output to logits.
+        pool: average-pool factor after the transformer (the paper uses 2 on RTS and TC against aliasing).
+
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``; :attr:`transformer.theta` holds the last θ.
+    """
+
+    def __init__(self, transformer: SpatialTransformer, classifier: nn.Module, pool: int = 1) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.pool = nn.AvgPool2d(pool) if pool > 1 else nn.Identity()
+        self.classifier = classifier
+
+    def transformed(self, x: Tensor) -> Tensor:
+        """The classifier's input: the warped (and pooled) image."""
+        return self.pool(self.transformer(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.transformed(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,267 @@
+"""One training run from a composed Hydra configuration, ending in one run record.
+
+    python -m stn_repro.train experiment=table1/st_cnn_aff_rts seed=1 [profile=paper trainer=gpu logger=wandb]
+
+A run whose record already exists for the same configuration hash is skipped; a run killed part-way resumes from
+its last checkpoint; a diverging run (NaN/inf loss) stops with one message and is recorded as ``diverged``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from stn_repro.config import ConfigError, validate
+from stn_repro.data.errors import DataError
+from stn_repro.data.modules import DistortedMNISTDataModule
+from stn_repro.models import build_matched_model, count_parameters
+from stn_repro.results.records import RecordError, RunRecord, find_record, write_record
+from stn_repro.systems import ClassificationSystem, DivergedError
+from stn_repro.transformers import ALIGN_CORNERS
+
+PAPER_ITERATIONS, PAPER_BATCH, PAPER_STEP = 150_000, 256, 50_000
+
+# Keys that do not change a run's result (where things go, how often it logs) stay out of its hash.
+_HASH_EXCLUDED = {
+    "paths",
+    "logger",
+    "progress",
+    "hydra",
+    "data.root",
+    "data.device_resident",
+    "profile.seeds",
+    "profile.theta_log_every",
+    "profile.image_log_every",
+}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Short hash of everything in ``cfg`` that determines the run's result."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in _HASH_EXCLUDED:
+        parent, _, leaf = key.rpartition(".")
+        node = tree.get(parent, {}) if parent else tree
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_revision() -> str:
+    """Short commit of the working tree, ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def deviations(cfg: DictConfig, data_meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
+    """The ways this run departs from the paper's protocol, in words (they go into every results row)."""
+    notes = []
+    if not data_meta["full_dataset"]:
+        notes.append(
+            f"data: {data_meta['source']} digits ({sizes['train']:,} train / {sizes['val']:,} val / "
+            f"{sizes['test']:,} test), not the full 60,000/10,000 MNIST"
+        )
+    if sizes["val"]:
+        notes.append(f"{sizes['val']:,} training samples held out for validation (the paper does not say)")
+    p = cfg.profile
+    if (p.iterations, p.batch_size, p.lr_step_every) != (PAPER_ITERATIONS, PAPER_BATCH, PAPER_STEP):
+        notes.append(
+            f"schedule: {p.iterations:,} iterations at batch {p.batch_size}, lr x{p.lr_gamma} every "
+            f"{p.lr_step_every:,} (paper: 150,000 at batch 256, x0.1 every 50,000)"
+        )
+    notes.append(f"models sized to ~{cfg.model.param_target:,} parameters (the paper matches counts; 400k is a guess)")
+    if cfg.optim.momentum:
+        notes.append(f"SGD momentum {cfg.optim.momentum} (paper: plain SGD)")
+    if cfg.data.resample_every_epoch:
+        notes.append("training distortions re-drawn every epoch")
+    notes.append(f"sampler align_corners={ALIGN_CORNERS} (2015 Torch samplers: True)")
+    return notes
+
+
+def _loggers(cfg: DictConfig, output_dir: Path, source: str) -> list[pl.loggers.Logger]:
+    loggers: list[pl.loggers.Logger] = [pl.loggers.CSVLogger(output_dir, name="csv")]
+    if cfg.logger.wandb:
+        import wandb
+
+        mode = cfg.logger.mode
+        if mode == "auto":
+            mode = "online" if wandb.api.api_key else "offline"  # the key itself is never printed
+        loggers.append(
+            pl.loggers.WandbLogger(
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                group=f"{cfg.suite}/{cfg.cell}",
+                name=f"{cfg.cell}-seed{cfg.seed}",
+                tags=[cfg.suite, cfg.profile.name, source],
+                mode=mode,
+                save_dir=str(output_dir),
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunRecord:
+    """Train and test one cell and seed; returns its record (the existing one when skipped).
+
+    ``job_index`` (0-based, in a sweep of ``cfg.progress.total`` jobs) only labels the progress line.
+    """
+    validate(cfg)
+    digest = config_hash(cfg)
+    runs_root = Path(cfg.paths.runs)
+    progress = f"cell {job_index + 1}/{cfg.progress.total}: " if cfg.progress and job_index is not None else ""
+    what = f"{cfg.cell} on {cfg.data.distortion}, seed {cfg.seed}"
+    existing = find_record(runs_root, cfg.suite, cfg.cell, cfg.seed, digest)
+    if existing is not None:
+        print(f"{progress}{what}: done already ({existing.status}), skipping", flush=True)
+        return existing
+    print(f"{progress}{what} (profile {cfg.profile.name})", flush=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    data = DistortedMNISTDataModule(
+        cfg.data.distortion,
+        OmegaConf.to_container(cfg.data.params),
+        root=cfg.data.root,
+        source=cfg.data.source,
+        digits=cfg.data.digits,
+        seed=cfg.seed,
+        test_seed=cfg.data.test_seed,
+        val_size=cfg.data.val_size,
+        batch_size=cfg.profile.batch_size,
+        resample_every_epoch=cfg.data.resample_every_epoch,
+        device_resident=cfg.data.device_resident,
+    )
+    data.prepare_data()
+    data.setup()
+    model, width = build_matched_model(
+        cfg.model.param_target,
+        kind=cfg.model.kind,
+        in_shape=data.input_shape,
+        num_classes=cfg.data.num_classes,
+        family=cfg.transformer.family,
+        family_options=OmegaConf.to_container(cfg.transformer.options),
+        localisation=OmegaConf.to_container(cfg.model.localisation) if cfg.model.localisation else None,
+        pool=cfg.data.pool,
+        fcn_layers=cfg.model.fcn_layers,
+        kernel_sizes=tuple(cfg.model.kernel_sizes),
+    )
+    system = ClassificationSystem(
+        model,
+        cfg.data.num_classes,
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        loc_lr_mult=cfg.optim.loc_lr_mult,
+        lr_step_every=cfg.profile.lr_step_every,
+        lr_gamma=cfg.profile.lr_gamma,
+        theta_log_every=cfg.profile.theta_log_every,
+        image_log_every=cfg.profile.image_log_every,
+        figures_dir=output_dir / "figures",
+    )
+    checkpoints = Path(cfg.paths.checkpoints) / cfg.suite / cfg.cell / f"seed{cfg.seed}-{digest}"
+    trainer = pl.Trainer(
+        max_steps=cfg.profile.iterations,
+        val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations),
+        check_val_every_n_epoch=None,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        num_nodes=cfg.trainer.num_nodes,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        logger=_loggers(cfg, output_dir, data.metadata["source"]["source"]),
+        callbacks=[
+            pl.callbacks.ModelCheckpoint(
+                dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=cfg.profile.val_every
+            )
+        ],
+        log_every_n_steps=min(50, cfg.profile.iterations),
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+    )
+    resume = checkpoints / "last.ckpt"
+    if resume.exists():
+        print(f"  resuming from {resume}", flush=True)
+    start = time.perf_counter()
+    status, metrics = "finished", None
+    try:
+        trainer.fit(system, datamodule=data, ckpt_path=resume if resume.exists() else None, weights_only=True)
+    except DivergedError as error:
+        status = "diverged"
+        print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {error}", file=sys.stderr, flush=True)
+    wall = time.perf_counter() - start
+    if status == "finished":
+        test = trainer.test(system, datamodule=data, verbose=False)[0]
+        metrics = {"test/err": float(test["test/err"])}
+        if "val/err" in trainer.callback_metrics:
+            metrics["val/err"] = float(trainer.callback_metrics["val/err"])
+    _finish_wandb(cfg)
+    sizes = data.metadata["sizes"]
+    source = data.metadata["source"]
+    record = RunRecord(
+        suite=cfg.suite,
+        cell=cfg.cell,
+        table=cfg.paper.table if cfg.paper else "adhoc",
+        row=cfg.paper.row if cfg.paper else cfg.cell,
+        column=cfg.paper.column if cfg.paper else None,
+        seed=cfg.seed,
+        profile=cfg.profile.name,
+        status=status,
+        metrics=metrics,
+        data={**source, "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"]},
+        params=count_parameters(model),
+        iterations=int(trainer.global_step),
+        batch_size=cfg.profile.batch_size,
+        wall_time_s=round(wall, 2),
+        device=str(trainer.strategy.root_device),
+        git_revision=git_revision(),
+        config_hash=digest,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        deviations=deviations(cfg, source, sizes),
+    )
+    path = write_record(runs_root, record)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    result = f"test error {metrics['test/err']:.2f}%" if metrics else "diverged"
+    print(f"  {result} ({record.params:,} parameters, width {width}, {wall:.0f} s) -> {path}", flush=True)
+    return record
+
+
+def _finish_wandb(cfg: DictConfig) -> None:
+    if cfg.logger.wandb:
+        import wandb
+
+        wandb.finish()
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    job_index = hydra_cfg.job.num if hydra_cfg.mode.name == "MULTIRUN" else None
+    try:
+        run(cfg, Path(hydra_cfg.runtime.output_dir), job_index)
+    except (ConfigError, DataError, RecordError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    torch.set_float32_matmul_precision("high")
+    main()
