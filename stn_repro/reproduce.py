@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runs_root = Path(next(iter(configs.values())).paths.runs)
     out = Path(next(iter(configs.values())).paths.results)
+    record_suites = list(dict.fromkeys(cfg.suite for cfg in configs.values()))  # where the cells write records
     try:
-        for suite in suites:
+        for suite in record_suites:
             records = [r for r in load_records(runs_root, suite) if r.profile == profile]
             if records:
                 written = build_tables(records, out)

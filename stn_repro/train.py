@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,13 +50,14 @@ _HASH_EXCLUDED = {
 }
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Short hash of everything in ``cfg`` that determines the run's result."""
+def config_hash(cfg: DictConfig, source_checksum: str) -> str:
+    """Short hash of everything that determines the run's result: ``cfg`` and the checksum of the source digits."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in _HASH_EXCLUDED:
         parent, _, leaf = key.rpartition(".")
         node = tree.get(parent, {}) if parent else tree
         node.pop(leaf, None)
+    tree["source_checksum"] = source_checksum
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -122,17 +125,6 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
     ``job_index`` (0-based, in a sweep of ``cfg.progress.total`` jobs) only labels the progress line.
     """
     validate(cfg)
-    digest = config_hash(cfg)
-    runs_root = Path(cfg.paths.runs)
-    progress = f"cell {job_index + 1}/{cfg.progress.total}: " if cfg.progress and job_index is not None else ""
-    what = f"{cfg.cell} on {cfg.data.distortion}, seed {cfg.seed}"
-    existing = find_record(runs_root, cfg.suite, cfg.cell, cfg.seed, digest)
-    if existing is not None:
-        print(f"{progress}{what}: done already ({existing.status}), skipping", flush=True)
-        return existing
-    print(f"{progress}{what} (profile {cfg.profile.name})", flush=True)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
     data = DistortedMNISTDataModule(
         cfg.data.distortion,
         OmegaConf.to_container(cfg.data.params),
@@ -146,6 +138,17 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
         resample_every_epoch=cfg.data.resample_every_epoch,
         device_resident=cfg.data.device_resident,
     )
+    digest = config_hash(cfg, data.source_metadata()["checksum"])
+    runs_root = Path(cfg.paths.runs)
+    progress = f"cell {job_index + 1}/{cfg.progress.total}: " if cfg.progress and job_index is not None else ""
+    what = f"{cfg.cell} on {cfg.data.distortion}, seed {cfg.seed}"
+    existing = find_record(runs_root, cfg.suite, cfg.cell, cfg.seed, digest)
+    if existing is not None:
+        print(f"{progress}{what}: done already ({existing.status}), skipping", flush=True)
+        return existing
+    print(f"{progress}{what} (profile {cfg.profile.name})", flush=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
     data.prepare_data()
     data.setup()
     model, width = build_matched_model(
@@ -205,6 +208,10 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
         status = "diverged"
         print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {error}", file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
+    if status == "finished" and trainer.interrupted:
+        raise KeyboardInterrupt(
+            f"{cfg.cell} seed {cfg.seed} interrupted at step {trainer.global_step}; re-run to resume"
+        )
     if status == "finished":
         test = trainer.test(system, datamodule=data, verbose=False)[0]
         metrics = {"test/err": float(test["test/err"])}
@@ -248,10 +255,17 @@ def _finish_wandb(cfg: DictConfig) -> None:
         wandb.finish()
 
 
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up banners and a known deprecation notice out of the run's output."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    quiet_lightning()
     hydra_cfg = HydraConfig.get()
     job_index = hydra_cfg.job.num if hydra_cfg.mode.name == "MULTIRUN" else None
     try:

@@ -166,6 +166,10 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
 
     # -- data preparation ----------------------------------------------------------------------------------------
 
+    def source_metadata(self) -> dict[str, Any]:
+        """Where the digits come from (resolving them if needed): source, counts, checksum, full_dataset, ..."""
+        return self._digits().metadata()
+
     def _digits(self) -> DigitSet:
         if self.digit_set is None:
             self.digit_set = resolve_digits(self.root, self.source, self.digits, self.download_timeout, self.log)

@@ -6,7 +6,6 @@ family's identity, so a fresh transformer passes its input through unchanged (th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch

@@ -1,0 +1,231 @@
+"""The Table 1 pipeline: configs, one run end to end, resume, divergence, suites and the reproduction driver."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from stn_repro import reproduce
+from stn_repro.config import ConfigError, validate
+from stn_repro.data import sources
+from stn_repro.models import STClassifier, build_matched_model, count_parameters
+from stn_repro.results.records import find_record, load_records, read_record
+from stn_repro.systems import ClassificationSystem
+from stn_repro.train import config_hash, quiet_lightning, run
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SUITES = {name: OmegaConf.load(CONF / "suite" / f"{name}.yaml").cells for name in ("table1", "cluttered")}
+ALL_CELLS = SUITES["table1"] + SUITES["cluttered"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
+    quiet_lightning()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Caches shared by the module's runs (the bundled sample, generated once per distortion)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def _compose(cell, *overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={cell}", *overrides])
+
+
+def _tiny(cell, tmp_path, data_root, *overrides):
+    return _compose(
+        cell,
+        "profile.iterations=2",
+        "profile.val_every=2",
+        "profile.batch_size=8",
+        "data.val_size=16",
+        "data.source=bundled",
+        f"paths.data={data_root}",
+        f"paths.runs={tmp_path / 'runs'}",
+        f"paths.checkpoints={tmp_path / 'ckpt'}",
+        f"paths.results={tmp_path / 'results'}",
+        *overrides,
+    )
+
+
+def test_suites_list_every_experiment_file_once():
+    files = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/*/*.yaml"))
+    assert sorted(ALL_CELLS) == files
+    assert len(SUITES["table1"]) == 32 and len(SUITES["cluttered"]) == 4
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_every_experiment_composes_validates_and_matches_the_parameter_target(cell):
+    cfg = _compose(cell)
+    validate(cfg)
+    assert cfg.cell == cell.split("/")[1] and cfg.paper.table in (
+        "table1_distorted_mnist",
+        "translated_cluttered_mnist",
+    )
+    channels, size = 1, {"R": 28, "RTS": 42, "P": 28, "E": 28, "TC": 60}[cfg.data.distortion]
+    model, _ = build_matched_model(
+        cfg.model.param_target,
+        kind=cfg.model.kind,
+        in_shape=(channels, size, size),
+        num_classes=10,
+        family=cfg.transformer.family,
+        family_options=OmegaConf.to_container(cfg.transformer.options),
+        localisation=OmegaConf.to_container(cfg.model.localisation) if cfg.model.localisation else None,
+        pool=cfg.data.pool,
+    )
+    assert abs(count_parameters(model) - cfg.model.param_target) / cfg.model.param_target < 0.05
+    assert isinstance(model, STClassifier) == cfg.model.kind.startswith("st_")
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_every_experiment_trains_validates_and_tests_on_cpu(cell, tmp_path, data_root):
+    """The full run path (data, model, system, trainer, record) for two training steps of every cell."""
+    cfg = _tiny(cell, tmp_path, data_root)
+    record = run(cfg, tmp_path / "out")
+    assert record.status == "finished" and record.iterations == 2
+    assert 0.0 <= record.metrics["test/err"] <= 100.0
+    assert record.data["source"] == "bundled" and record.data["full_dataset"] is False
+    assert any("not the full" in d for d in record.deviations)
+    assert record.config_hash == config_hash(cfg, record.data["checksum"])
+    assert find_record(tmp_path / "runs", cfg.suite, cfg.cell, 0, record.config_hash) == record
+
+
+def test_a_finished_run_is_skipped_and_a_changed_config_runs_again(tmp_path, data_root, capsys):
+    cfg = _tiny("table1/fcn_r", tmp_path, data_root)
+    first = run(cfg, tmp_path / "out")
+    assert run(cfg, tmp_path / "out") == first
+    assert "done already" in capsys.readouterr().out
+    changed = _tiny("table1/fcn_r", tmp_path, data_root, "optim.lr=0.02")
+    checksum = first.data["checksum"]
+    assert config_hash(changed, checksum) != config_hash(cfg, checksum)
+    assert config_hash(cfg, checksum) != config_hash(cfg, "another source")
+    assert run(changed, tmp_path / "out").config_hash == config_hash(changed, checksum)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, data_root, monkeypatch, capsys):
+    cfg = _tiny("table1/st_cnn_aff_r", tmp_path, data_root, "profile.iterations=6", "profile.val_every=2")
+    original = ClassificationSystem.training_step
+
+    def killed_at_step_5(self, batch, batch_idx):
+        if self.global_step == 5:
+            raise RuntimeError("simulated kill")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassificationSystem, "training_step", killed_at_step_5)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(cfg, tmp_path / "out")
+    assert load_records(tmp_path / "runs", "table1") == []
+    checkpoints = list((tmp_path / "ckpt").rglob("last.ckpt"))
+    assert len(checkpoints) == 1
+    assert torch.load(checkpoints[0], weights_only=True)["global_step"] == 4
+
+    monkeypatch.setattr(ClassificationSystem, "training_step", original)
+    steps_run = []
+    monkeypatch.setattr(
+        ClassificationSystem, "on_train_batch_start", lambda self, batch, idx: steps_run.append(self.global_step)
+    )
+    record = run(cfg, tmp_path / "out")
+    assert "resuming from" in capsys.readouterr().out
+    assert steps_run == [4, 5] and record.iterations == 6
+    assert not list((tmp_path / "ckpt").rglob("last.ckpt"))
+
+
+def test_a_diverging_run_is_recorded_as_diverged_never_as_a_number(tmp_path, data_root, capsys):
+    cfg = _tiny("table1/fcn_r", tmp_path, data_root, "optim.lr=1e30", "profile.iterations=20", "profile.val_every=20")
+    record = run(cfg, tmp_path / "out")
+    assert record.status == "diverged" and record.metrics is None
+    assert "DIVERGED" in capsys.readouterr().err
+    stored = read_record(tmp_path / "runs" / "table1" / "fcn_r" / "seed0.json")
+    assert stored.status == "diverged" and stored.metrics is None
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.kind=resnet", "model.kind"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("profile.batch_size=0", "profile.batch_size"),
+        ("data.source=internet", "data.source"),
+        ("transformer=none", "transformer.family"),
+        ("data.val_size=1.5", "data.val_size"),
+    ],
+)
+def test_bad_config_values_name_their_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(_compose("table1/st_cnn_aff_r", override))
+
+
+def test_reproduce_rejects_bad_values_before_any_training(tmp_path, capsys):
+    status = reproduce.main(["suite=smoke", "profile=quick", "optim.lr=-1", f"paths.runs={tmp_path}/runs"])
+    err = capsys.readouterr().err
+    assert status == 2 and "optim.lr" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+    assert reproduce.main(["suite=nope"]) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err
+
+
+def test_reproduce_runs_a_suite_builds_its_table_and_skips_it_the_second_time(tmp_path, data_root, capfd):
+    arguments = [
+        "suite=smoke",
+        "profile=quick",
+        "profile.iterations=3",
+        "profile.val_every=3",
+        "profile.batch_size=16",
+        "data.source=bundled",
+        f"paths.data={data_root}",
+        f"paths.runs={tmp_path / 'runs'}",
+        f"paths.checkpoints={tmp_path / 'ckpt'}",
+        f"paths.results={tmp_path / 'results'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+    assert reproduce.main(arguments) == 0
+    out = capfd.readouterr().out
+    assert out.splitlines()[0].startswith("stn-repro: profile quick")
+    assert "cell 1/2: fcn_r on R, seed 0" in out and "cell 2/2: st_cnn_aff_r on R, seed 0" in out
+    records = load_records(tmp_path / "runs", "table1")
+    assert [r.cell for r in records] == ["fcn_r", "st_cnn_aff_r"]
+    table = (tmp_path / "results" / "table1.md").read_text()
+    assert "| ST-CNN Aff | 0.7 / " in table and "NOT THE FULL MNIST" in table
+    assert (tmp_path / "results" / "table1.csv").exists()
+
+    assert reproduce.main(arguments) == 0
+    out = capfd.readouterr().out
+    assert out.count("done already") == 2 and "test error" not in out
+
+
+def test_the_quick_profile_learns_st_cnn_beats_fcn_on_rts(tmp_path, data_root):
+    """The real quick schedule (1,500 iterations) on the bundled sample: the transformer must pay off on RTS."""
+    errors = {}
+    for cell in ("table1/fcn_rts", "table1/st_cnn_aff_rts"):
+        cfg = _compose(
+            cell,
+            "data.source=bundled",
+            f"paths.data={data_root}",
+            f"paths.runs={tmp_path / 'runs'}",
+            f"paths.checkpoints={tmp_path / 'ckpt'}",
+        )
+        errors[cell] = run(cfg, tmp_path / "out").metrics["test/err"]
+    assert errors["table1/st_cnn_aff_rts"] < 20.0
+    assert errors["table1/st_cnn_aff_rts"] < errors["table1/fcn_rts"] - 20.0
+
+
+def test_wandb_runs_offline_without_credentials_and_gets_the_image_grid(tmp_path, data_root, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    cfg = _tiny("table1/st_cnn_aff_r", tmp_path, data_root, "logger=wandb", "profile.image_log_every=1")
+    record = run(cfg, tmp_path / "out")
+    assert record.status == "finished"
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].rglob("*.wandb"))
+    assert (tmp_path / "out" / "figures" / "transformed.png").stat().st_size > 0
