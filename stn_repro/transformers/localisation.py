@@ -41,6 +41,23 @@ def _flat_features(body: nn.Module, in_shape: Sequence[int]) -> int:
         raise ValueError(f"input shape {tuple(in_shape)} is too small for this localisation net: {error}") from None
 
 
+def _with_fc_head(
+    features: list[nn.Module],
+    in_shape: Sequence[int],
+    hidden: Sequence[int],
+    family: TransformFamily,
+    weight_std: float,
+) -> nn.Sequential:
+    """``features`` → flatten → ReLU FC layers of widths ``hidden`` → identity-initialised head."""
+    layers = [*features, nn.Flatten()]
+    width = _flat_features(nn.Sequential(*layers), in_shape)
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
+        width = units
+    layers.append(init_identity_head(nn.Linear(width, family.num_params), family, weight_std))
+    return nn.Sequential(*layers)
+
+
 def fc_localisation(
     in_shape: Sequence[int],
     family: TransformFamily,
@@ -63,13 +80,7 @@ def fc_localisation(
     """
     pool = {3: nn.MaxPool2d, 4: nn.MaxPool3d}[len(in_shape)]
     layers: list[nn.Module] = [pool(downsample)] if downsample > 1 else []
-    layers.append(nn.Flatten())
-    width = _flat_features(nn.Sequential(*layers), in_shape)
-    for units in hidden:
-        layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
-        width = units
-    layers.append(init_identity_head(nn.Linear(width, family.num_params), family, weight_std))
-    return nn.Sequential(*layers)
+    return _with_fc_head(layers, in_shape, hidden, family, weight_std)
 
 
 def conv_localisation(
@@ -106,10 +117,4 @@ def conv_localisation(
         if i < len(channels) - 1:
             body.append(pool(2))
         in_channels = out_channels
-    body.append(nn.Flatten())
-    width = _flat_features(nn.Sequential(*body), in_shape)
-    for units in hidden:
-        body += [nn.Linear(width, units), nn.ReLU(inplace=True)]
-        width = units
-    body.append(init_identity_head(nn.Linear(width, family.num_params), family, weight_std))
-    return nn.Sequential(*body)
+    return _with_fc_head(body, in_shape, hidden, family, weight_std)
