@@ -23,12 +23,10 @@ here: 250 MB in 0.035 s (adler32 4.2 GB/s, sha256 1.9 GB/s, blake2b 1.4 GB/s).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import secrets
 import tempfile
 import time
 import zlib
@@ -42,6 +40,7 @@ import numpy as np
 
 from stn_repro import __version__
 from stn_repro.data.errors import CacheError, DataError, one_line
+from stn_repro.utils import atomic_path, shorten
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -114,24 +113,17 @@ def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], metadata: M
         created=_canonical_json(datetime.now(UTC).isoformat(timespec="seconds")),
         arrays=_canonical_json(sorted(prepared)),
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(tmp, "x") as file:
+        with atomic_path(path) as tmp, h5py.File(tmp, "x") as file:
             for name, array in prepared.items():
                 dataset = file.create_dataset(name, data=array, **_storage_options(array))
                 dataset.attrs["crc32"] = np.uint32(zlib.crc32(array))
             file.attrs.update(attrs)
             file.attrs["complete"] = _canonical_json(True)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise DataError(
-                f"{path}: cannot write cache file ({one_line(exc)}); check free space and permissions of {path.parent}"
-            ) from exc
-        raise
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot write cache file ({one_line(exc)}); check free space and permissions of {path.parent}"
+        ) from exc
 
 
 def read_arrays(path: str | Path, expected_metadata: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -313,5 +305,4 @@ def _check_writable(folder: Path) -> None:
 
 
 def _short(value: Any, limit: int = 100) -> str:
-    text = _canonical_json(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(_canonical_json(value), limit)

@@ -47,11 +47,13 @@ def _integers(generator: torch.Generator, shape: tuple[int, ...], high: Tensor |
     return (torch.rand(shape, generator=generator, dtype=torch.float64) * (torch.as_tensor(high) + 1)).floor().long()
 
 
-def _pixel_forward_to_theta(forward: Tensor, canvas: int) -> Tensor:
-    """Grid matrices ``(N, 3, 3)`` (canvas normalised → digit normalised) of forward pixel maps digit → canvas."""
+def _affine_theta(forward: Tensor, canvas: int) -> Tensor:
+    """Affine sampling parameters ``(N, 6)`` (canvas normalised → digit normalised) of forward pixel maps
+    ``(N, 3, 3)`` taking digit pixels to canvas pixels."""
     to_canvas_pixels = normalized_to_pixel_matrix((canvas, canvas))
     to_digit_normalised = torch.linalg.inv(normalized_to_pixel_matrix((DIGIT_SIZE, DIGIT_SIZE)))
-    return to_digit_normalised @ torch.linalg.inv(forward) @ to_canvas_pixels
+    grid_matrix = to_digit_normalised @ torch.linalg.inv(forward) @ to_canvas_pixels
+    return grid_matrix[:, :2].reshape(-1, 6)
 
 
 def _similarity(angle_deg: Tensor, scale: Tensor, centre: Tensor) -> Tensor:
@@ -81,8 +83,8 @@ def ink_boxes(images: Tensor) -> Tensor:
 
 def _render(digits: Tensor, family: TransformFamily, theta: Tensor, canvas: int, device: torch.device) -> Tensor:
     """Sample ``digits`` ``uint8 (N, 28, 28)`` through ``theta`` onto ``canvas``² canvases, ``uint8 (N, c, c)``."""
-    images = digits.to(device=device, dtype=torch.float32)[:, None]
-    grid = family.grid(theta.to(device=device, dtype=torch.float32), (canvas, canvas))
+    images = digits.to(device=torch.device(device), dtype=torch.float32)[:, None]
+    grid = family.grid(theta.to(device=images.device, dtype=torch.float32), (canvas, canvas))
     return sample(images, grid).round_().clamp_(0, 255).to(torch.uint8)[:, 0]
 
 
@@ -178,9 +180,9 @@ class Rotated(Distortion):
         n = len(digits)
         angles = _uniform(generator, n, -self.angle, self.angle)
         centre = torch.full((n, 2), (self.canvas - 1) / 2, dtype=torch.float64)
-        theta = _pixel_forward_to_theta(_similarity(angles, torch.ones(n, dtype=torch.float64), centre), self.canvas)
-        images = _render(digits, get_family(self.family), theta[:, :2].reshape(n, 6), self.canvas, torch.device(device))
-        return _single_digit_result(images, labels, theta[:, :2].reshape(n, 6), angles=angles)
+        theta = _affine_theta(_similarity(angles, torch.ones(n, dtype=torch.float64), centre), self.canvas)
+        images = _render(digits, get_family(self.family), theta, self.canvas, device)
+        return _single_digit_result(images, labels, theta, angles=angles)
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,8 @@ class RotatedTranslatedScaled(Distortion):
             low + (high - low) * torch.rand(n, 2, generator=generator, dtype=torch.float64),
             torch.full_like(low, (self.canvas - 1) / 2),
         )
-        theta = _pixel_forward_to_theta(_similarity(angles, scales, centre), self.canvas)[:, :2].reshape(n, 6)
-        images = _render(digits, get_family(self.family), theta, self.canvas, torch.device(device))
+        theta = _affine_theta(_similarity(angles, scales, centre), self.canvas)
+        images = _render(digits, get_family(self.family), theta, self.canvas, device)
         return _single_digit_result(images, labels, theta, angles=angles, scales=scales)
 
 
@@ -247,7 +249,7 @@ class Projective(Distortion):
         moved = scales[:, None, None] * frame * DIGIT_SIZE / self.canvas + offsets * 2 / self.canvas
         matrix = _homographies(moved, frame.expand(n, 4, 2))
         theta = matrix.reshape(n, 9)[:, :8]
-        images = _render(digits, get_family(self.family), theta, self.canvas, torch.device(device))
+        images = _render(digits, get_family(self.family), theta, self.canvas, device)
         return _single_digit_result(images, labels, theta, scales=scales, corner_offsets=offsets)
 
 
@@ -274,20 +276,18 @@ class Elastic(Distortion):
         source = centres * self.canvas / (DIGIT_SIZE * scales[:, None, None]) + offsets * 2 / DIGIT_SIZE
         theta = source.reshape(n, 2 * k)
         family = get_family("tps", grid_size=self.grid_size)
-        rendered = _render(digits, family, theta, self.canvas, torch.device(device))
+        rendered = _render(digits, family, theta, self.canvas, device)
         return _single_digit_result(rendered, labels, theta, scales=scales, control_offsets=offsets)
 
 
-def _translate(digits: Tensor, canvas: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
-    """Place each digit at a uniformly random integer position with its 28×28 frame inside the canvas."""
+def _place(digits: Tensor, corners: Tensor, canvas: int, device) -> tuple[Tensor, Tensor]:
+    """Copy each 28×28 digit to the canvas with its top-left pixel at ``corners`` ``(N, 2)`` ``(x, y)``; returns
+    the canvases ``uint8 (N, canvas, canvas)`` and the affine parameters ``(N, 6)``."""
     n = len(digits)
-    corner = _integers(generator, (n, 2), canvas - DIGIT_SIZE).double()
-    centre = corner + (DIGIT_SIZE - 1) / 2
-    theta = _pixel_forward_to_theta(
-        _similarity(torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64), centre), canvas
-    )
-    theta = theta[:, :2].reshape(n, 6)
-    return _render(digits, get_family("affine"), theta, canvas, torch.device(device)), theta
+    centre = corners.double() + (DIGIT_SIZE - 1) / 2
+    forward = _similarity(torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64), centre)
+    theta = _affine_theta(forward, canvas)
+    return _render(digits, get_family("affine"), theta, canvas, device), theta
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,8 @@ class TranslatedCluttered(Distortion):
     patch_size: int = 6
 
     def generate(self, digits, labels, generator, device="cpu"):
-        images, theta = _translate(digits, self.canvas, generator, device)
+        corners = _integers(generator, (len(digits), 2), self.canvas - DIGIT_SIZE)  # frame inside the canvas
+        images, theta = _place(digits, corners, self.canvas, device)
         boxes = ink_boxes(images)
         images, clutter = _clutter(images, digits.to(images.device), self.patches, self.patch_size, generator)
         return {
@@ -367,13 +368,10 @@ class ClutteredSequence(Distortion):
         members = torch.cat([torch.arange(n)[:, None], _integers(generator, (n, self.length - 1), m - 1)], dim=1)
         x = torch.arange(self.length) * slot + _integers(generator, (n, self.length), slot - DIGIT_SIZE)
         y = _integers(generator, (n, self.length), self.canvas - DIGIT_SIZE)
-        corner = torch.stack([x, y], dim=-1).double().reshape(-1, 2)
         k = n * self.length
-        forward = _similarity(
-            torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64), corner + (DIGIT_SIZE - 1) / 2
+        layers, theta = _place(
+            digits[members.reshape(-1)], torch.stack([x, y], dim=-1).reshape(k, 2), self.canvas, device
         )
-        theta = _pixel_forward_to_theta(forward, self.canvas)[:, :2].reshape(k, 6)
-        layers = _render(digits[members.reshape(-1)], get_family("affine"), theta, self.canvas, torch.device(device))
         layers = layers.reshape(n, self.length, self.canvas, self.canvas)
         boxes = ink_boxes(layers.reshape(k, self.canvas, self.canvas)).reshape(n, self.length, 4)
         images, clutter = _clutter(layers.amax(1), digits.to(layers.device), self.patches, self.patch_size, generator)

@@ -6,6 +6,8 @@ and says what the user should do about it.
 
 from __future__ import annotations
 
+from stn_repro.utils import shorten
+
 
 class DataError(RuntimeError):
     """A data file or data source is missing, unreadable, corrupt or inconsistent."""
@@ -17,5 +19,4 @@ class CacheError(DataError):
 
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """``"Type: message"`` of ``exc`` on a single line, shortened to ``limit`` characters (for log lines)."""
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(f"{type(exc).__name__}: {' '.join(str(exc).split())}", limit)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from stn_repro.results.records import RecordError, RunRecord, load_records
 from stn_repro.results.reference import load_reference, paper_value, table_columns, table_rows
+from stn_repro.utils import shorten
 
 __all__ = ["CSV_FIELDS", "CellSummary", "TableError", "build_tables", "format_cell", "main", "summarise_cells"]
 
@@ -286,7 +287,7 @@ def _check_same(
 
 
 def _cells(records: list[RunRecord]) -> str:
-    return _shorten("cells " + ", ".join(dict.fromkeys(record.cell for record in records)))
+    return shorten("cells " + ", ".join(dict.fromkeys(record.cell for record in records)), 120)
 
 
 def _seeds(records: list[RunRecord]) -> str:
@@ -464,10 +465,6 @@ def _title(table: str) -> str:
 def _metric_label(table: str) -> str:
     metric = load_reference()[table].get("metric", "")
     return _METRIC_LABELS.get(metric, metric or "value")
-
-
-def _shorten(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- csv --------------------------------------------------------------------------------------------------------
