@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-slow lint reproduce-mnist clean clean-venv
+.PHONY: help test test-slow lint reproduce-mnist reproduce-svhn reproduce-cub clean clean-venv
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,12 @@ REPRODUCE_ARGS ?=
 
 reproduce-mnist: $(RUNTIME_STAMP) ## Reproduce Table 1 (distorted MNIST) and the cluttered-MNIST result -> results/
 	$(PY) -m stn_repro.reproduce suite=table1,cluttered $(REPRODUCE_ARGS)
+
+reproduce-svhn: $(RUNTIME_STAMP) ## Reproduce Table 2 (SVHN; needs data/svhn/, see data/README.md) -> results/table2.md
+	$(PY) -m stn_repro.reproduce suite=svhn $(REPRODUCE_ARGS)
+
+reproduce-cub: $(RUNTIME_STAMP) ## Reproduce Table 3 (CUB; needs data/CUB_200_2011/ and ImageNet weights) -> results/table3.md
+	$(PY) -m stn_repro.reproduce suite=cub $(REPRODUCE_ARGS)
 
 clean: ## Remove caches and run outputs (keeps .venv, data/ and results/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun lightning_logs wandb build *.egg-info

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -28,13 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.config import ConfigError, validate
 from stn_repro.data.errors import DataError
-from stn_repro.data.modules import DistortedMNISTDataModule
-from stn_repro.models import build_matched_model, count_parameters
+from stn_repro.models import count_parameters
+from stn_repro.models.cub import PretrainedWeightsError
 from stn_repro.results.records import RecordError, RunRecord, find_record, write_record
-from stn_repro.systems import ClassificationSystem, DivergedError
-from stn_repro.transformers import ALIGN_CORNERS
-
-PAPER_ITERATIONS, PAPER_BATCH, PAPER_STEP = 150_000, 256, 50_000
+from stn_repro.systems import DivergedError
+from stn_repro.tasks import deviations, get_task
 
 # Keys that do not change a run's result (where things go, how often it logs) stay out of its hash.
 _HASH_EXCLUDED = {
@@ -71,31 +70,6 @@ def git_revision() -> str:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
-def deviations(cfg: DictConfig, data_meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
-    """The ways this run departs from the paper's protocol, in words (they go into every results row)."""
-    notes = []
-    if not data_meta["full_dataset"]:
-        notes.append(
-            f"data: {data_meta['source']} digits ({sizes['train']:,} train / {sizes['val']:,} val / "
-            f"{sizes['test']:,} test), not the full 60,000/10,000 MNIST"
-        )
-    if sizes["val"]:
-        notes.append(f"{sizes['val']:,} training samples held out for validation (the paper does not say)")
-    p = cfg.profile
-    if (p.iterations, p.batch_size, p.lr_step_every) != (PAPER_ITERATIONS, PAPER_BATCH, PAPER_STEP):
-        notes.append(
-            f"schedule: {p.iterations:,} iterations at batch {p.batch_size}, lr x{p.lr_gamma} every "
-            f"{p.lr_step_every:,} (paper: 150,000 at batch 256, x0.1 every 50,000)"
-        )
-    notes.append(f"models sized to ~{cfg.model.param_target:,} parameters (the paper matches counts; 400k is a guess)")
-    if cfg.optim.momentum:
-        notes.append(f"SGD momentum {cfg.optim.momentum} (paper: plain SGD)")
-    if cfg.data.resample_every_epoch:
-        notes.append("training distortions re-drawn every epoch")
-    notes.append(f"sampler align_corners={ALIGN_CORNERS} (2015 Torch samplers: True)")
-    return notes
-
-
 def _loggers(cfg: DictConfig, output_dir: Path, source: str) -> list[pl.loggers.Logger]:
     loggers: list[pl.loggers.Logger] = [pl.loggers.CSVLogger(output_dir, name="csv")]
     if cfg.logger.wandb:
@@ -125,23 +99,12 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
     ``job_index`` (0-based, in a sweep of ``cfg.progress.total`` jobs) only labels the progress line.
     """
     validate(cfg)
-    data = DistortedMNISTDataModule(
-        cfg.data.distortion,
-        OmegaConf.to_container(cfg.data.params),
-        root=cfg.data.root,
-        source=cfg.data.source,
-        digits=cfg.data.digits,
-        seed=cfg.seed,
-        test_seed=cfg.data.test_seed,
-        val_size=cfg.data.val_size,
-        batch_size=cfg.profile.batch_size,
-        resample_every_epoch=cfg.data.resample_every_epoch,
-        device_resident=cfg.data.device_resident,
-    )
+    task = get_task(cfg)
+    data = task.data(cfg)
     digest = config_hash(cfg, data.source_metadata()["checksum"])
     runs_root = Path(cfg.paths.runs)
     progress = f"cell {job_index + 1}/{cfg.progress.total}: " if cfg.progress and job_index is not None else ""
-    what = f"{cfg.cell} on {cfg.data.distortion}, seed {cfg.seed}"
+    what = f"{cfg.cell} on {cfg.data.get('distortion') or cfg.data.name}, seed {cfg.seed}"
     existing = find_record(runs_root, cfg.suite, cfg.cell, cfg.seed, digest)
     if existing is not None:
         print(f"{progress}{what}: done already ({existing.status}), skipping", flush=True)
@@ -151,31 +114,9 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
 
     data.prepare_data()
     data.setup()
-    model, width = build_matched_model(
-        cfg.model.param_target,
-        kind=cfg.model.kind,
-        in_shape=data.input_shape,
-        num_classes=cfg.data.num_classes,
-        family=cfg.transformer.family,
-        family_options=OmegaConf.to_container(cfg.transformer.options),
-        localisation=OmegaConf.to_container(cfg.model.localisation) if cfg.model.localisation else None,
-        pool=cfg.data.pool,
-        fcn_layers=cfg.model.fcn_layers,
-        kernel_sizes=tuple(cfg.model.kernel_sizes),
-    )
-    system = ClassificationSystem(
-        model,
-        cfg.data.num_classes,
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-        loc_lr_mult=cfg.optim.loc_lr_mult,
-        lr_step_every=cfg.profile.lr_step_every,
-        lr_gamma=cfg.profile.lr_gamma,
-        theta_log_every=cfg.profile.theta_log_every,
-        image_log_every=cfg.profile.image_log_every,
-        figures_dir=output_dir / "figures",
-    )
+    model, description = task.model(cfg, data)
+    system = task.system(cfg, model, data, output_dir / "figures")
+    timer = StepTimer()
     checkpoints = Path(cfg.paths.checkpoints) / cfg.suite / cfg.cell / f"seed{cfg.seed}-{digest}"
     trainer = pl.Trainer(
         max_steps=cfg.profile.iterations,
@@ -191,8 +132,10 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
         callbacks=[
             pl.callbacks.ModelCheckpoint(
                 dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=cfg.profile.val_every
-            )
+            ),
+            timer,
         ],
+        limit_val_batches=1.0 if data.metadata["sizes"]["val"] else 0,
         log_every_n_steps=min(50, cfg.profile.iterations),
         enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(),
@@ -214,9 +157,12 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
         )
     if status == "finished":
         test = trainer.test(system, datamodule=data, verbose=False)[0]
-        metrics = {"test/err": float(test["test/err"])}
+        metrics = {name: float(value) for name, value in test.items()}
+        metrics["test/acc"] = 100.0 - metrics["test/err"]
         if "val/err" in trainer.callback_metrics:
             metrics["val/err"] = float(trainer.callback_metrics["val/err"])
+        if timer.median_ms is not None:
+            metrics["train/step_ms"] = timer.median_ms
     _finish_wandb(cfg)
     sizes = data.metadata["sizes"]
     source = data.metadata["source"]
@@ -244,8 +190,31 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
     path = write_record(runs_root, record)
     shutil.rmtree(checkpoints, ignore_errors=True)
     result = f"test error {metrics['test/err']:.2f}%" if metrics else "diverged"
-    print(f"  {result} ({record.params:,} parameters, width {width}, {wall:.0f} s) -> {path}", flush=True)
+    print(f"  {result} ({record.params:,} parameters, {description}, {wall:.0f} s) -> {path}", flush=True)
     return record
+
+
+class StepTimer(pl.Callback):
+    """Median wall time of a training iteration (batch start to next batch start) after a warm-up of up to 10
+    iterations (a tenth of the run for short runs)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last: float | None = None
+        self._warmup = 10
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._warmup = min(10, trainer.max_steps // 10)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        now = time.perf_counter()
+        if self._last is not None and trainer.global_step > self._warmup:
+            self.times.append(now - self._last)
+        self._last = now
+
+    @property
+    def median_ms(self) -> float | None:
+        return round(1000 * statistics.median(self.times), 3) if self.times else None
 
 
 def _finish_wandb(cfg: DictConfig) -> None:
@@ -270,7 +239,7 @@ def main(cfg: DictConfig) -> None:
     job_index = hydra_cfg.job.num if hydra_cfg.mode.name == "MULTIRUN" else None
     try:
         run(cfg, Path(hydra_cfg.runtime.output_dir), job_index)
-    except (ConfigError, DataError, RecordError) as error:
+    except (ConfigError, DataError, RecordError, PretrainedWeightsError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 

@@ -16,8 +16,10 @@ from stn_repro.systems import ClassificationSystem
 from stn_repro.train import config_hash, quiet_lightning, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SUITES = {name: OmegaConf.load(CONF / "suite" / f"{name}.yaml").cells for name in ("table1", "cluttered")}
-ALL_CELLS = SUITES["table1"] + SUITES["cluttered"]
+SUITES = {
+    name: OmegaConf.load(CONF / "suite" / f"{name}.yaml").cells for name in ("table1", "cluttered", "svhn", "cub")
+}
+MNIST_CELLS = SUITES["table1"] + SUITES["cluttered"]
 
 
 @pytest.fixture(autouse=True)
@@ -58,11 +60,11 @@ def _tiny(cell, tmp_path, data_root, *overrides):
 
 def test_suites_list_every_experiment_file_once():
     files = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/*/*.yaml"))
-    assert sorted(ALL_CELLS) == files
-    assert len(SUITES["table1"]) == 32 and len(SUITES["cluttered"]) == 4
+    assert sorted(c for cells in SUITES.values() for c in cells) == files
+    assert [len(SUITES[name]) for name in ("table1", "cluttered", "svhn", "cub")] == [32, 4, 6, 4]
 
 
-@pytest.mark.parametrize("cell", ALL_CELLS)
+@pytest.mark.parametrize("cell", MNIST_CELLS)
 def test_every_experiment_composes_validates_and_matches_the_parameter_target(cell):
     cfg = _compose(cell)
     validate(cfg)
@@ -85,7 +87,7 @@ def test_every_experiment_composes_validates_and_matches_the_parameter_target(ce
     assert isinstance(model, STClassifier) == cfg.model.kind.startswith("st_")
 
 
-@pytest.mark.parametrize("cell", ALL_CELLS)
+@pytest.mark.parametrize("cell", MNIST_CELLS)
 def test_every_experiment_trains_validates_and_tests_on_cpu(cell, tmp_path, data_root):
     """The full run path (data, model, system, trainer, record) for two training steps of every cell."""
     cfg = _tiny(cell, tmp_path, data_root)
@@ -188,7 +190,7 @@ def test_reproduce_runs_a_suite_builds_its_table_and_skips_it_the_second_time(tm
     ]
     assert reproduce.main(arguments) == 0
     out = capfd.readouterr().out
-    assert out.splitlines()[0].startswith("stn-repro: profile quick")
+    assert "stn-repro: suite smoke: profile quick (as requested)" in out.splitlines()
     assert "cell 1/2: fcn_r on R, seed 0" in out and "cell 2/2: st_cnn_aff_r on R, seed 0" in out
     records = load_records(tmp_path / "runs", "table1")
     assert [r.cell for r in records] == ["fcn_r", "st_cnn_aff_r"]

@@ -8,9 +8,14 @@
 - ``<out>/<stem>.csv``: the same numbers in long format, one row per cell of the paper's table;
 - ``<out>/figures/<suite>_vs_paper.png``: ours vs paper per cell, error bars = std over seeds.
 
-``<stem>`` is the suite name when it starts with ``table`` (``table1``), else ``table_<suite>``
-(``table_cluttered``). Means use the finished seeds only; diverged seeds are counted and shown, never averaged.
-Records that mix profiles, data sources or data checksums are refused.
+``<stem>`` is the suite name when it starts with ``table`` (``table1``), else the paper's table number
+(``table2_svhn`` → ``table2``), else ``table_<suite>`` (``table_cluttered``). Means use the finished seeds only;
+diverged seeds are counted and shown, never averaged. Records that mix profiles, data sources or data checksums are
+refused. The compared metric follows the paper's: ``test/acc`` for accuracy tables, else ``test/err``; other
+metrics a run recorded (e.g. ``test/crop_in_box``, ``train/step_ms``) are listed per cell below the table.
+
+A suite that could not run at all (its data is missing) still gets its table: :func:`build_not_run_tables` writes
+every cell as ``not run`` with the reason.
 
 Command line: ``python -m stn_repro.results.tables --runs results/runs --suite table1 --out results``.
 """
@@ -20,9 +25,10 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +37,18 @@ from stn_repro.results.records import RecordError, RunRecord, load_records
 from stn_repro.results.reference import load_reference, paper_value, table_columns, table_rows
 from stn_repro.utils import shorten
 
-__all__ = ["CSV_FIELDS", "CellSummary", "TableError", "build_tables", "format_cell", "main", "summarise_cells"]
+__all__ = [
+    "CSV_FIELDS",
+    "CellSummary",
+    "TableError",
+    "build_not_run_tables",
+    "build_tables",
+    "default_metric",
+    "format_cell",
+    "main",
+    "summarise_cells",
+    "table_paths",
+]
 
 CSV_FIELDS = (
     "table",
@@ -50,8 +67,10 @@ CSV_FIELDS = (
     "n_train",
     "full_dataset",
     "git_revision",
+    "status",
 )
 MISSING = "—"
+NOT_RUN = "not run"
 _TITLES = {
     "table1_distorted_mnist": "Table 1: distorted MNIST",
     "translated_cluttered_mnist": "Translated cluttered MNIST (60×60, section 4.1)",
@@ -107,11 +126,35 @@ class CellSummary:
         return statistics.stdev(self.values) if len(self.values) >= 2 else None
 
     @property
+    def status(self) -> str:
+        """``finished`` (at least one seed finished), ``diverged`` (all seeds diverged) or ``not run``."""
+        if not self.records:
+            return NOT_RUN
+        return "finished" if self.values else "diverged"
+
+    @property
     def diff(self) -> float | None:
         """``mean − paper`` rounded to 2 decimals (``None`` if either is missing)."""
         if self.mean is None or self.paper is None:
             return None
         return round(self.mean - self.paper, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def default_metric(table: str) -> str:
+    """The recorded metric that matches the paper's: ``test/acc`` for accuracy tables, else ``test/err``."""
+    return "test/acc" if load_reference()[table].get("metric") == "accuracy_pct" else "test/err"
+
+
+def table_paths(suite: str, table: str, out_dir: str | Path) -> dict[str, Path]:
+    """``{"markdown", "csv", "figure"}`` output paths of a suite's table (see the module docstring for the stem)."""
+    number = re.match(r"table(\d+)_", table)
+    stem = suite if suite.startswith("table") else f"table{number.group(1)}" if number else f"table_{suite}"
+    out_dir = Path(out_dir)
+    return {
+        "markdown": out_dir / f"{stem}.md",
+        "csv": out_dir / f"{stem}.csv",
+        "figure": out_dir / "figures" / f"{suite}_vs_paper.png",
+    }
 
 
 def summarise_cells(records: Sequence[RunRecord], metric: str = "test/err") -> tuple[str, list[CellSummary]]:
@@ -154,13 +197,14 @@ def format_cell(summary: CellSummary) -> str:
     return f"{paper} / {', '.join(parts)}"
 
 
-def build_tables(records: Sequence[RunRecord], out_dir: str | Path, metric: str = "test/err") -> dict[str, Path]:
+def build_tables(records: Sequence[RunRecord], out_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     """Write the Markdown table, CSV and figure of one suite's records; returns their paths.
 
     Args:
         records: the run records of one suite (e.g. from :func:`~stn_repro.results.records.load_records`).
         out_dir: folder for ``<stem>.md`` and ``<stem>.csv``; the figure goes to ``out_dir/figures/``.
-        metric: the metric compared with the paper; in the paper's unit (percent).
+        metric: the metric compared with the paper, in the paper's unit (percent); ``None``:
+            :func:`default_metric` of the records' table.
 
     Returns:
         ``{"markdown": path, "csv": path, "figure": path}``.
@@ -168,20 +212,66 @@ def build_tables(records: Sequence[RunRecord], out_dir: str | Path, metric: str 
     Raises:
         TableError: see :func:`summarise_cells`.
     """
-    table, summaries = summarise_cells(records, metric)
+    if records and metric is None and records[0].table in load_reference():
+        metric = default_metric(records[0].table)
+    table, summaries = summarise_cells(records, metric or "test/err")
+    metric = metric or "test/err"
     suite = records[0].suite
-    stem = suite if suite.startswith("table") else f"table_{suite}"
-    out_dir = Path(out_dir)
-    paths = {
-        "markdown": out_dir / f"{stem}.md",
-        "csv": out_dir / f"{stem}.csv",
-        "figure": out_dir / "figures" / f"{suite}_vs_paper.png",
-    }
+    paths = table_paths(suite, table, out_dir)
     paths["figure"].parent.mkdir(parents=True, exist_ok=True)
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     paths["markdown"].write_text(_markdown(table, suite, summaries, records, metric, generated), encoding="utf-8")
     _write_csv(paths["csv"], table, summaries)
     _plot(paths["figure"], table, suite, summaries, records, metric)
+    return paths
+
+
+def build_not_run_tables(
+    suite: str, table: str, cells: Mapping[str, tuple[str, str | None]], reason: str, out_dir: str | Path
+) -> dict[str, Path]:
+    """Write the Markdown table and CSV of a suite none of whose cells could run (e.g. its data is missing).
+
+    Args:
+        suite: the suite's name.
+        table: its paper table.
+        cells: ``{cell name: (row, column)}`` of the suite's cells; they read ``paper / not run``, the other rows
+            of the paper's table (other methods) ``paper / —``.
+        reason: why nothing ran, printed above the table.
+        out_dir: see :func:`build_tables`.
+
+    Returns ``{"markdown": path, "csv": path}``. A figure of earlier runs is removed: it would not match the table.
+    """
+    paths = table_paths(suite, table, out_dir)
+    paths["markdown"].parent.mkdir(parents=True, exist_ok=True)
+    ours = set(cells.values())
+    summaries = [
+        CellSummary(row, column, paper_value(table, row, column), (), ())
+        for row in table_rows(table)
+        for column in table_columns(table)
+    ]
+    columns = table_columns(table)
+    header = ["model", *(_metric_label(table) if column is None else column for column in columns)]
+    lines = [f"# {_title(table)}: ours vs paper", ""]
+    lines += [
+        f"Suite `{suite}`: **{NOT_RUN}** ({len(cells)} cells: {', '.join(f'`{cell}`' for cell in cells)}). Each "
+        f"cell: `paper / ours`; `{MISSING}`: a row of the paper this suite does not reproduce.",
+        "",
+        f"> **Not run:** {reason}",
+        "",
+        f"- Generated: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        "",
+        _md_row(header),
+        _md_row(["---"] * len(header)),
+    ]
+    for row in table_rows(table):
+        texts = []
+        for summary in (s for s in summaries if s.row == row):
+            paper = MISSING if summary.paper is None else f"{summary.paper:g}"
+            texts.append(f"{paper} / {NOT_RUN if (row, summary.column) in ours else MISSING}")
+        lines.append(_md_row([row, *texts]))
+    paths["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_csv(paths["csv"], table, [s for s in summaries if (s.row, s.column) in ours])
+    paths.pop("figure").unlink(missing_ok=True)
     return paths
 
 
@@ -193,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="run records root (results/runs)")
     parser.add_argument("--suite", required=True, help="suite to tabulate, e.g. table1 or cluttered")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (results)")
-    parser.add_argument("--metric", default="test/err", help="metric compared with the paper (test/err)")
+    parser.add_argument("--metric", help="metric compared with the paper (default: test/acc or test/err, as the paper)")
     parser.add_argument("--profile", help="use only the records of this profile (e.g. quick or paper)")
     args = parser.parse_args(argv)
     try:
@@ -334,6 +424,7 @@ def _markdown(
     for row in table_rows(table):
         cells = [format_cell(summary) for summary in summaries if summary.row == row]
         lines.append(_md_row([row, *cells]))
+    lines += _other_metrics(summaries, metric)
     lines += ["", "## Provenance", ""]
     lines += _provenance(summaries)
     lines += ["", "## Deviations from the paper", ""]
@@ -367,6 +458,23 @@ def _header(records: Sequence[RunRecord], summaries: list[CellSummary], generate
             f"> **WARNING: NOT THE FULL {data['digits'].upper()} DATASET** ({data['source']}: {count_text}). "
             "The paper trained on the full dataset; these numbers are not comparable with the paper's.",
         ]
+    return lines
+
+
+def _other_metrics(summaries: list[CellSummary], metric: str) -> list[str]:
+    """A table of the other metrics the finished runs recorded (mean over seeds), if any besides err/acc/val."""
+    skip = {metric, "test/err", "test/acc", "val/err"}
+    finished = [(s, [r for r in s.records if r.status == "finished"]) for s in summaries]
+    names = sorted({name for _, runs in finished for r in runs for name in (r.metrics or {}) if name not in skip})
+    if not names:
+        return []
+    lines = ["", "## Other metrics (mean over finished seeds)", "", _md_row(["cell", *names])]
+    lines.append(_md_row(["---"] * (len(names) + 1)))
+    for summary, runs in finished:
+        if runs:
+            values = [[r.metrics[name] for r in runs if name in r.metrics] for name in names]
+            cells = [f"{statistics.fmean(v):.2f}" if v else MISSING for v in values]
+            lines.append(_md_row([f"`{summary.cell}`", *cells]))
     return lines
 
 
@@ -494,6 +602,7 @@ def _write_csv(path: Path, table: str, summaries: list[CellSummary]) -> None:
                     "n_train": _distinct((r.data["n_train"] for r in runs), "/"),
                     "full_dataset": _distinct((str(r.data["full_dataset"]).lower() for r in runs), "/"),
                     "git_revision": _distinct((r.git_revision for r in runs), "/"),
+                    "status": summary.status,
                 }
             )
 

@@ -1,8 +1,12 @@
-"""Image classification with optional spatial transformers (Table 1, cluttered MNIST)."""
+"""Image classification with optional spatial transformers (Table 1, cluttered MNIST, CUB), and the base of the
+other systems: SGD with a localisation learning-rate multiplier, a step schedule, divergence checks, θ statistics
+and input/transformed image grids."""
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,8 +16,7 @@ import torchmetrics
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
-from stn_repro.models import STClassifier
-from stn_repro.transformers import split_localisation_parameters
+from stn_repro.transformers import SpatialTransformer, split_localisation_parameters
 from stn_repro.transformers.families import MatrixFamily
 
 
@@ -24,15 +27,17 @@ class DivergedError(RuntimeError):
 class ClassificationSystem(pl.LightningModule):
     """Cross-entropy training of a classifier; metrics ``train/loss``, ``val/err``, ``test/err`` (error in %).
 
+    Subclasses change the task by overriding :meth:`loss` and :meth:`wrong` (e.g. sequences of digits).
+
     Args:
-        model: any classifier ``(B, C, H, W) → (B, num_classes)``; an :class:`STClassifier` also gets θ statistics
-            and input/transformed image grids.
-        num_classes: number of classes.
+        model: any classifier ``(B, C, H, W) → (B, num_classes)``. Every :class:`SpatialTransformer` inside gets
+            θ statistics; a transformer on the input (``model.transformer``) also gets input/transformed grids.
         lr: base learning rate (SGD, the paper's optimiser).
         momentum, weight_decay: SGD settings (paper: 0 and 0).
         loc_lr_mult: learning-rate multiplier of the localisation nets (paper: 1 on MNIST, 0.1 on SVHN).
         lr_step_every: multiply the learning rate by ``lr_gamma`` every this many iterations (paper: 50k).
         lr_gamma: the step factor (paper: 0.1).
+        lr_milestones: iterations at which to multiply by ``lr_gamma``, instead of every ``lr_step_every`` (CUB).
         theta_log_every: log θ statistics every this many training steps (0: never).
         image_log_every: send an input/transformed image grid to W&B every this many steps (0: never).
         figures_dir: where the input/transformed grid PNG is written at the end of training (``None``: nowhere).
@@ -41,13 +46,13 @@ class ClassificationSystem(pl.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        num_classes: int,
         lr: float = 0.01,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         loc_lr_mult: float = 1.0,
         lr_step_every: int = 50_000,
         lr_gamma: float = 0.1,
+        lr_milestones: Sequence[int] | None = None,
         theta_log_every: int = 100,
         image_log_every: int = 1000,
         figures_dir: str | Path | None = None,
@@ -60,21 +65,32 @@ class ClassificationSystem(pl.LightningModule):
         self.loc_lr_mult = loc_lr_mult
         self.lr_step_every = lr_step_every
         self.lr_gamma = lr_gamma
+        self.lr_milestones = sorted(lr_milestones) if lr_milestones else None
         self.theta_log_every = theta_log_every
         self.image_log_every = image_log_every
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
-        self.val_accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
-        self.test_accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+        self.val_error = torchmetrics.MeanMetric()
+        self.test_error = torchmetrics.MeanMetric()
         self._preview: Tensor | None = None
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor):
         return self.model(images)
+
+    # -- the task ------------------------------------------------------------------------------------------------
+
+    def loss(self, outputs: Tensor, labels: Tensor) -> Tensor:
+        """Training loss of a batch: cross-entropy of logits ``(B, K)`` against labels ``(B,)``."""
+        return F.cross_entropy(outputs, labels)
+
+    def wrong(self, outputs: Tensor, labels: Tensor) -> Tensor:
+        """Per-sample errors ``(B,)`` as floats (1: wrong, 0: right)."""
+        return (outputs.argmax(1) != labels).float()
 
     # -- steps ---------------------------------------------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images, labels = batch[0], batch[1]
-        loss = F.cross_entropy(self.model(images), labels)
+        loss = self.loss(self.model(images), labels)
         if not torch.isfinite(loss):
             raise DivergedError(
                 f"training diverged at step {self.global_step}: the loss is {loss.item()}; "
@@ -90,18 +106,18 @@ class ClassificationSystem(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self.val_accuracy.update(self.model(batch[0]), batch[1])
+        self.val_error.update(self.wrong(self.model(batch[0]), batch[1]))
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/err", 100.0 * (1.0 - self.val_accuracy.compute()), prog_bar=True)
-        self.val_accuracy.reset()
+        self.log("val/err", 100.0 * self.val_error.compute(), prog_bar=True)
+        self.val_error.reset()
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self.test_accuracy.update(self.model(batch[0]), batch[1])
+        self.test_error.update(self.wrong(self.model(batch[0]), batch[1]))
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/err", 100.0 * (1.0 - self.test_accuracy.compute()))
-        self.test_accuracy.reset()
+        self.log("test/err", 100.0 * self.test_error.compute())
+        self.test_error.reset()
 
     # -- optimisation --------------------------------------------------------------------------------------------
 
@@ -111,35 +127,45 @@ class ClassificationSystem(pl.LightningModule):
         if localisation:
             groups.append({"params": localisation, "lr": self.lr * self.loc_lr_mult})
         optimiser = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        step_every, gamma = self.lr_step_every, self.lr_gamma
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: gamma ** (step // step_every))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.lr_factor)
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate factor at iteration ``step``: ``lr_gamma`` to the number of steps passed."""
+        if self.lr_milestones is not None:
+            return self.lr_gamma ** bisect.bisect_right(self.lr_milestones, step)
+        return self.lr_gamma ** (step // self.lr_step_every)
 
     # -- transformer diagnostics ---------------------------------------------------------------------------------
 
     def _log_theta(self) -> None:
-        if not isinstance(self.model, STClassifier) or self.model.transformer.theta is None:
-            return
-        transformer = self.model.transformer
-        theta = transformer.theta.detach().float()
-        family = transformer.family
-        stats = {"theta/dist_identity": (theta - family.identity(1, device=theta.device)).norm(dim=1).mean()}
-        if isinstance(family, MatrixFamily):
-            matrix = family.matrix(theta)
-            linear = matrix[:, :2, :2]
-            stats["theta/det"] = torch.linalg.det(linear).mean()
-            stats["theta/scale"] = torch.linalg.det(linear).abs().sqrt().mean()
-            stats["theta/tx"] = matrix[:, 0, -1].mean()
-            stats["theta/ty"] = matrix[:, 1, -1].mean()
-        self.log_dict(stats)
+        transformers = [(n, m) for n, m in self.model.named_modules() if isinstance(m, SpatialTransformer)]
+        for name, transformer in transformers:
+            if transformer.theta is None:
+                continue
+            prefix = "theta/" if len(transformers) == 1 else f"theta/{name}/"
+            theta = transformer.theta.detach().float()
+            family = transformer.family
+            stats = {"dist_identity": (theta - family.identity(1, device=theta.device)).norm(dim=1).mean()}
+            if isinstance(family, MatrixFamily) and family.spatial_dims == 2:
+                matrix = family.matrix(theta)
+                linear = matrix[:, :2, :2]
+                stats["det"] = torch.linalg.det(linear).mean()
+                stats["scale"] = torch.linalg.det(linear).abs().sqrt().mean()
+                stats["tx"] = matrix[:, 0, -1].mean()
+                stats["ty"] = matrix[:, 1, -1].mean()
+            self.log_dict({prefix + key: value for key, value in stats.items()})
 
     def transformed_grid(self, images: Tensor) -> Tensor | None:
-        """Inputs next to the transformer's outputs (the paper's Figure 3): ``(3, H', W')`` image, or ``None``."""
-        if not isinstance(self.model, STClassifier):
+        """Inputs next to the input transformer's outputs (the paper's Figure 3): ``(3, H', W')``, or ``None``."""
+        transformer = getattr(self.model, "transformer", None)
+        if not isinstance(transformer, SpatialTransformer):
             return None
         with torch.no_grad():
-            warped = self.model.transformer(images)
-        rows = torch.stack([images, warped], dim=1).flatten(0, 1)[:, :1]
+            warped = transformer(images)
+        if warped.shape[-2:] != images.shape[-2:]:
+            warped = F.interpolate(warped, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        rows = torch.stack([images, warped], dim=1).flatten(0, 1)
         return make_grid(rows.clamp(0, 1), nrow=2 * int(math.ceil(math.sqrt(len(images)))), padding=2, pad_value=0.5)
 
     def _log_grid_to_wandb(self) -> Tensor | None:

@@ -13,11 +13,13 @@ from stn_repro.transformers.families import (
     ProjectiveFamily,
     ThinPlateSplineFamily,
     TransformFamily,
+    TranslationFamily,
     get_family,
 )
 from stn_repro.transformers.localisation import conv_localisation, fc_localisation, init_identity_head
 from stn_repro.transformers.module import (
     ParallelTransformers,
+    SharedLocalisationTransformers,
     SpatialTransformer,
     localisation_parameters,
     split_localisation_parameters,
@@ -32,9 +34,11 @@ __all__ = [
     "AttentionFamily",
     "ParallelTransformers",
     "ProjectiveFamily",
+    "SharedLocalisationTransformers",
     "SpatialTransformer",
     "ThinPlateSplineFamily",
     "TransformFamily",
+    "TranslationFamily",
     "conv_localisation",
     "fc_localisation",
     "get_family",

@@ -8,6 +8,7 @@ family          P    parameters
 =============  ====  ===========================================================================
 affine          6    θ row-major: ``[[a, b, tx], [c, d, ty]]``
 attention       3    ``(s, tx, ty)``: isotropic scale and translation, ``[[s, 0, tx], [0, s, ty]]``
+translation     2    ``(tx, ty)`` at a fixed scale ``s``: ``[[s, 0, tx], [0, s, ty]]`` (the paper's CUB crops)
 projective      8    first 8 entries of the homography row-major, bottom-right entry fixed to 1
 tps            2K    input positions ``(x_k, y_k)`` of the K control points of a k×k grid (default 4×4)
 affine3d       12    θ row-major ``(3, 4)`` acting on ``(x, y, z)`` of ``N×C×D×H×W`` volumes
@@ -139,6 +140,43 @@ class AttentionFamily(MatrixFamily):
         return torch.stack([matrix[:, 0, 0], matrix[:, 0, 2], matrix[:, 1, 2]], dim=1)
 
 
+class TranslationFamily(MatrixFamily):
+    """Attention at a fixed, non-learned scale: ``[[s, 0, tx], [0, s, ty]]`` (CUB: 224 px crops of 448 px images).
+
+    Its zero parameters are the centred crop (the identity when ``scale`` is 1). The inverse of a scaled map is not
+    in the family, so :meth:`inverse` is only defined for ``scale == 1``.
+    """
+
+    name = "translation"
+    num_params = 2
+
+    def __init__(self, scale: float = 1.0) -> None:
+        if not scale > 0:
+            raise ValueError(f"translation scale must be > 0, got {scale}")
+        self.scale = float(scale)
+        self.has_inverse = self.scale == 1.0
+
+    def _identity_vector(self) -> Tensor:
+        return torch.zeros(2, dtype=torch.float64)
+
+    def matrix(self, params: Tensor) -> Tensor:
+        tx, ty = params.unbind(1)
+        zero, one, s = torch.zeros_like(tx), torch.ones_like(tx), torch.full_like(tx, self.scale)
+        rows = [torch.stack(r, dim=1) for r in ((s, zero, tx), (zero, s, ty), (zero, zero, one))]
+        return torch.stack(rows, dim=1)
+
+    def from_matrix(self, matrix: Tensor) -> Tensor:
+        return matrix[:, :2, 2]
+
+    def inverse(self, params: Tensor) -> Tensor:
+        if not self.has_inverse:
+            raise NotImplementedError(f"the inverse of a translation at scale {self.scale} is not a translation")
+        return -params
+
+    def __repr__(self) -> str:
+        return f"TranslationFamily(scale={self.scale})"
+
+
 class ProjectiveFamily(MatrixFamily):
     """Plane homographies; denominators are kept at least :data:`grids.PROJECTIVE_EPS` from zero."""
 
@@ -218,7 +256,15 @@ class Affine3dFamily(MatrixFamily):
 
 
 FAMILIES: dict[str, type[TransformFamily]] = {
-    cls.name: cls for cls in (AffineFamily, AttentionFamily, ProjectiveFamily, ThinPlateSplineFamily, Affine3dFamily)
+    cls.name: cls
+    for cls in (
+        AffineFamily,
+        AttentionFamily,
+        TranslationFamily,
+        ProjectiveFamily,
+        ThinPlateSplineFamily,
+        Affine3dFamily,
+    )
 }
 
 

@@ -108,10 +108,60 @@ class ParallelTransformers(nn.Module):
         return torch.cat(outputs, dim=1) if self.concat else outputs
 
 
+class SharedLocalisationTransformers(nn.Module):
+    """N transformers of one family driven by ONE localisation net that emits all their parameters (CUB parts).
+
+    Args:
+        localisation: module mapping the input ``(B, C, H, W)`` to ``(B, N·P)``; its head's bias decides where the
+            N transformers start (e.g. tiling the image).
+        family: the transform family of every transformer (a :class:`TransformFamily` or its name).
+        count: N, the number of transformers.
+        out_size: ``(H', W')`` of every output (an int means a square); ``None`` keeps the input size.
+        mode, padding_mode: see :class:`SpatialTransformer`.
+
+    Shapes:
+        input ``(B, C, H, W)`` → list of N outputs ``(B, C, H', W')``; after each forward :attr:`theta` holds
+        ``(B, N, P)``.
+    """
+
+    def __init__(
+        self,
+        localisation: nn.Module,
+        family: str | TransformFamily,
+        count: int,
+        out_size: int | Sequence[int] | None = None,
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.count = count
+        self.localisation = localisation
+        self.sampler = SpatialTransformer(nn.Identity(), family, out_size, mode, padding_mode)
+        self.family = self.sampler.family
+        self.theta: Tensor | None = None
+
+    def predict_theta(self, input: Tensor) -> Tensor:
+        """Parameters ``(B, N, P)`` for ``input``."""
+        theta = self.localisation(input).flatten(1)
+        expected = self.count * self.family.num_params
+        if theta.shape[1] != expected:
+            raise ValueError(
+                f"the localisation net emits {theta.shape[1]} values; {self.count} x {self.family.name} "
+                f"transformers need {expected}"
+            )
+        return theta.view(len(theta), self.count, self.family.num_params)
+
+    def forward(self, input: Tensor) -> list[Tensor]:
+        self.theta = self.predict_theta(input)
+        return [self.sampler.warp(input, self.theta[:, i]) for i in range(self.count)]
+
+
 def localisation_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """Parameters of every localisation net inside ``model`` (for their own learning rate)."""
     for module in model.modules():
-        if isinstance(module, SpatialTransformer):
+        if isinstance(module, SpatialTransformer | SharedLocalisationTransformers):
             yield from module.localisation.parameters()
 
 
