@@ -1,0 +1,48 @@
+"""What differs between the paper's experiments: how a run checks its configuration, builds its data, model and
+system, and departs from the paper's protocol. ``cfg.data.kind`` picks the task (one module each);
+:mod:`stn_repro.train` does the rest the same way for every task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from stn_repro.tasks import cub, mnist, svhn
+from stn_repro.tasks.base import Task
+from stn_repro.transformers import ALIGN_CORNERS
+
+TASKS: dict[str, Task] = {
+    "mnist": mnist.TASK,
+    "svhn": svhn.TASK,
+    "cub": cub.TASK,
+}
+
+
+def get_task(cfg: DictConfig) -> Task:
+    """The task of ``cfg.data.kind``."""
+    return TASKS[cfg.data.kind]
+
+
+def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
+    """The ways a run departs from the paper's protocol, in words (they go into every results row)."""
+    return [
+        *get_task(cfg).deviations(cfg, meta, sizes),
+        f"sampler align_corners={ALIGN_CORNERS} (2015 Torch samplers: True)",
+    ]
+
+
+def preflight(cfg: DictConfig) -> dict[str, Any]:
+    """Check that a run of ``cfg`` can start (its data and, for CUB, its pretrained weights are in place) without
+    training anything; returns the data's source metadata (``source``, ``digits``, ``full_dataset``, ...).
+
+    Raises:
+        DataError: the data is missing or unreadable (the message says where to put it).
+        PretrainedWeightsError: the configured weights file is missing or invalid.
+    """
+    task = get_task(cfg)
+    source = task.data(cfg).source_metadata()
+    if task.preflight is not None:
+        task.preflight(cfg)
+    return source

@@ -1,0 +1,71 @@
+"""What the experiments share: the :class:`Task` interface, system settings and schedule deviations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from stn_repro.systems import ClassificationSystem
+
+PAPER_SCHEDULES = {
+    "mnist": "150,000 iterations at batch 256, lr x0.1 every 50,000",
+    "svhn": "400,000 iterations at batch 128, lr x0.1 every 80,000",
+    "cub": "lr x0.1 at 10,000, 20,000 and 25,000 iterations (batch size and length not given)",
+}
+_PAPER_PROFILE_VALUES = {
+    "mnist": {"iterations": 150_000, "batch_size": 256, "lr_step_every": 50_000},
+    "svhn": {"iterations": 400_000, "batch_size": 128, "lr_step_every": 80_000},
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """How one kind of experiment checks its configuration and builds its parts from it."""
+
+    validate: Callable[[DictConfig], None]  # raises stn_repro.config.ConfigError naming the key
+    data: Callable[[DictConfig], pl.LightningDataModule]
+    model: Callable[[DictConfig, pl.LightningDataModule], tuple[nn.Module, str]]  # (model, one-line description)
+    system: Callable[[DictConfig, nn.Module, pl.LightningDataModule, Path], ClassificationSystem]
+    deviations: Callable[[DictConfig, dict[str, Any], dict[str, int]], list[str]]
+    preflight: Callable[[DictConfig], None] | None = None  # checks beyond the data (e.g. pretrained weights)
+
+
+def options(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def system_settings(cfg: DictConfig, figures_dir: Path) -> dict[str, Any]:
+    p = cfg.profile
+    return {
+        "lr": cfg.optim.lr,
+        "momentum": cfg.optim.momentum,
+        "weight_decay": cfg.optim.weight_decay,
+        "loc_lr_mult": cfg.optim.loc_lr_mult,
+        "lr_step_every": p.lr_step_every,
+        "lr_gamma": p.lr_gamma,
+        "lr_milestones": list(p.lr_milestones) if p.get("lr_milestones") else None,
+        "theta_log_every": p.theta_log_every,
+        "image_log_every": p.image_log_every,
+        "figures_dir": figures_dir,
+    }
+
+
+def schedule_deviations(cfg: DictConfig, kind: str) -> list[str]:
+    notes = []
+    p = cfg.profile
+    paper = _PAPER_PROFILE_VALUES.get(kind)
+    if paper is None or any(p[key] != value for key, value in paper.items()):
+        milestones = f"at {', '.join(f'{m:,}' for m in p.lr_milestones)}" if p.get("lr_milestones") else (
+            f"every {p.lr_step_every:,}"
+        )  # fmt: skip
+        notes.append(
+            f"schedule: {p.iterations:,} iterations at batch {p.batch_size}, lr x{p.lr_gamma} {milestones} "
+            f"(paper: {PAPER_SCHEDULES[kind]})"
+        )
+    return notes
