@@ -158,7 +158,8 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
     if status == "finished":
         test = trainer.test(system, datamodule=data, verbose=False)[0]
         metrics = {name: float(value) for name, value in test.items()}
-        metrics["test/acc"] = 100.0 - metrics["test/err"]
+        if "test/err" in metrics:
+            metrics["test/acc"] = 100.0 - metrics["test/err"]
         if "val/err" in trainer.callback_metrics:
             metrics["val/err"] = float(trainer.callback_metrics["val/err"])
         if timer.median_ms is not None:
@@ -189,7 +190,7 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
     )
     path = write_record(runs_root, record)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    result = f"test error {metrics['test/err']:.2f}%" if metrics else "diverged"
+    result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")) if metrics else "diverged"
     print(f"  {result} ({record.params:,} parameters, {description}, {wall:.0f} s) -> {path}", flush=True)
     return record
 

@@ -200,7 +200,7 @@ def test_reproduce_runs_a_suite_builds_its_table_and_skips_it_the_second_time(tm
 
     assert reproduce.main(arguments) == 0
     out = capfd.readouterr().out
-    assert out.count("done already") == 2 and "test error" not in out
+    assert out.count("done already") == 2 and "test/err" not in out
 
 
 def test_the_quick_profile_learns_st_cnn_beats_fcn_on_rts(tmp_path, data_root):
