@@ -62,6 +62,7 @@ def test_suites_list_every_experiment_file_once():
     files = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/*/*.yaml"))
     assert sorted(c for cells in SUITES.values() for c in cells) == files
     assert [len(SUITES[name]) for name in ("table1", "cluttered", "svhn", "cub")] == [32, 4, 6, 4]
+    assert set(OmegaConf.load(CONF / "suite" / "smoke.yaml").cells) <= set(SUITES["table1"])
 
 
 @pytest.mark.parametrize("cell", MNIST_CELLS)
