@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-slow lint reproduce-mnist reproduce-svhn reproduce-cub clean clean-venv
+.PHONY: help test test-slow lint reproduce-mnist reproduce-addition reproduce-svhn reproduce-cub clean clean-venv
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ REPRODUCE_ARGS ?=
 
 reproduce-mnist: $(RUNTIME_STAMP) ## Reproduce Table 1 (distorted MNIST) and the cluttered-MNIST result -> results/
 	$(PY) -m stn_repro.reproduce suite=table1,cluttered $(REPRODUCE_ARGS)
+
+reproduce-addition: $(RUNTIME_STAMP) ## Reproduce MNIST addition (appendix A.1, Table 4) -> results/table4.md
+	$(PY) -m stn_repro.reproduce suite=addition $(REPRODUCE_ARGS)
 
 reproduce-svhn: $(RUNTIME_STAMP) ## Reproduce Table 2 (SVHN; needs data/svhn/, see data/README.md) -> results/table2.md
 	$(PY) -m stn_repro.reproduce suite=svhn $(REPRODUCE_ARGS)

@@ -16,10 +16,8 @@ from stn_repro.systems import ClassificationSystem
 from stn_repro.train import config_hash, quiet_lightning, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SUITES = {
-    name: OmegaConf.load(CONF / "suite" / f"{name}.yaml").cells for name in ("table1", "cluttered", "svhn", "cub")
-}
-MNIST_CELLS = SUITES["table1"] + SUITES["cluttered"]
+SUITES = {path.stem: OmegaConf.load(path).cells for path in sorted(CONF.glob("suite/*.yaml")) if path.stem != "smoke"}
+MNIST_CELLS = SUITES["table1"] + SUITES["cluttered"] + SUITES["addition"]
 
 
 @pytest.fixture(autouse=True)
@@ -72,20 +70,26 @@ def test_every_experiment_composes_validates_and_matches_the_parameter_target(ce
     assert cfg.cell == cell.split("/")[1] and cfg.paper.table in (
         "table1_distorted_mnist",
         "translated_cluttered_mnist",
+        "table4_mnist_addition",
     )
-    channels, size = 1, {"R": 28, "RTS": 42, "P": 28, "E": 28, "TC": 60}[cfg.data.distortion]
+    channels, size = {"R": (1, 28), "RTS": (1, 42), "P": (1, 28), "E": (1, 28), "TC": (1, 60), "ADD": (2, 42)}[
+        cfg.data.distortion
+    ]
     model, _ = build_matched_model(
         cfg.model.param_target,
         kind=cfg.model.kind,
         in_shape=(channels, size, size),
-        num_classes=10,
+        num_classes=cfg.data.num_classes,
         family=cfg.transformer.family,
         family_options=OmegaConf.to_container(cfg.transformer.options),
         localisation=OmegaConf.to_container(cfg.model.localisation) if cfg.model.localisation else None,
         pool=cfg.data.pool,
     )
     assert abs(count_parameters(model) - cfg.model.param_target) / cfg.model.param_target < 0.05
-    assert isinstance(model, STClassifier) == cfg.model.kind.startswith("st_")
+    assert isinstance(model, STClassifier) == cfg.model.kind.startswith(("st_", "st2_"))
+    if cfg.model.kind.startswith("st2_"):  # two transformers, each warping both channels, concatenated
+        assert model(torch.rand(3, channels, size, size)).shape == (3, 19)
+        assert len(model.transformer.transformers) == 2 and model.classifier.layers[1].in_features == 4 * 21 * 21
 
 
 @pytest.mark.parametrize("cell", MNIST_CELLS)

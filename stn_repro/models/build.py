@@ -9,9 +9,15 @@ import torch
 from torch import nn
 
 from stn_repro.models.classifiers import CNN, FCN, STClassifier, count_parameters
-from stn_repro.transformers import SpatialTransformer, conv_localisation, fc_localisation, get_family
+from stn_repro.transformers import (
+    ParallelTransformers,
+    SpatialTransformer,
+    conv_localisation,
+    fc_localisation,
+    get_family,
+)
 
-MODEL_KINDS = ("fcn", "cnn", "st_fcn", "st_cnn")
+MODEL_KINDS = ("fcn", "cnn", "st_fcn", "st_cnn", "st2_fcn")
 LOCALISATION_KINDS = ("fc", "conv")
 
 
@@ -30,7 +36,8 @@ def build_model(
     """One classifier of the paper.
 
     Args:
-        kind: ``"fcn"``, ``"cnn"``, ``"st_fcn"`` or ``"st_cnn"``.
+        kind: ``"fcn"``, ``"cnn"``, ``"st_fcn"``, ``"st_cnn"`` or ``"st2_fcn"`` (MNIST addition: two transformers,
+            each seeing and warping every input channel, their outputs concatenated along channels → FCN).
         in_shape: ``(C, H, W)`` of the input images.
         num_classes: number of outputs.
         width: hidden units per FC layer (FCN) or channels per conv layer (CNN) of the classifier.
@@ -46,10 +53,11 @@ def build_model(
         raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
     if width < 1:
         raise ValueError(f"model width must be >= 1, got {width}")
-    is_st = kind.startswith("st_")
-    classifier_shape = tuple(in_shape)
+    is_st = kind.startswith(("st_", "st2_"))
+    copies = 2 if kind.startswith("st2_") else 1
+    classifier_shape = (in_shape[0] * copies, *in_shape[1:])
     if is_st and pool > 1:
-        classifier_shape = (in_shape[0], in_shape[1] // pool, in_shape[2] // pool)
+        classifier_shape = (classifier_shape[0], in_shape[1] // pool, in_shape[2] // pool)
     if kind.endswith("fcn"):
         classifier: nn.Module = FCN(classifier_shape, num_classes, [width] * fcn_layers)
     else:
@@ -64,12 +72,15 @@ def build_model(
     if loc_kind not in LOCALISATION_KINDS:
         raise ValueError(f"unknown localisation kind {loc_kind!r}; expected one of {LOCALISATION_KINDS}")
     builder = fc_localisation if loc_kind == "fc" else conv_localisation
-    transformer = SpatialTransformer(builder(tuple(in_shape), transform, **settings), transform)
+    transformers = [
+        SpatialTransformer(builder(tuple(in_shape), transform, **settings), transform) for _ in range(copies)
+    ]
+    transformer = transformers[0] if copies == 1 else ParallelTransformers(transformers, concat=True)
     return STClassifier(transformer, classifier, pool)
 
 
 def _default_localisation(kind: str) -> dict[str, Any]:
-    if kind == "st_fcn":
+    if kind.endswith("fcn"):
         return {"kind": "fc", "hidden": (32, 32, 32)}
     return {"kind": "conv", "channels": (20, 20), "kernel_size": 5, "downsample": 2, "hidden": (20,)}
 

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from stn_repro.transformers import SpatialTransformer
-
 
 class FCN(nn.Module):
     """Fully connected classifier: ``hidden`` ReLU layers then a linear output.
@@ -71,14 +69,15 @@ class STClassifier(nn.Module):
     """A spatial transformer as the first layer of a classifier, optionally followed by average pooling.
 
     Args:
-        transformer: warps the input; its output feeds the classifier.
+        transformer: warps the input (a :class:`SpatialTransformer`, or :class:`ParallelTransformers` whose
+            concatenated outputs feed the classifier); its output feeds the classifier.
         classifier: maps the (pooled) transformer output to logits.
         pool: average-pool factor after the transformer (the paper uses 2 on RTS and TC against aliasing).
 
     Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``; :attr:`transformer.theta` holds the last θ.
     """
 
-    def __init__(self, transformer: SpatialTransformer, classifier: nn.Module, pool: int = 1) -> None:
+    def __init__(self, transformer: nn.Module, classifier: nn.Module, pool: int = 1) -> None:
         super().__init__()
         self.transformer = transformer
         self.pool = nn.AvgPool2d(pool) if pool > 1 else nn.Identity()

@@ -22,7 +22,7 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "model.kind", MODEL_KINDS)
     check_positive_int(cfg, "model.param_target")
     check_positive_int(cfg, "model.fcn_layers")
-    check_transformer_family(cfg, str(get_value(cfg, "model.kind")).startswith("st_"), sorted(FAMILIES))
+    check_transformer_family(cfg, str(get_value(cfg, "model.kind")).startswith(("st_", "st2_")), sorted(FAMILIES))
     check_choice(cfg, "data.distortion", sorted(DISTORTIONS))
     check_choice(cfg, "data.source", SOURCES)
     check_choice(cfg, "data.digits", DIGITS)
