@@ -72,11 +72,15 @@ def validate(cfg: DictConfig) -> None:
     seeds = get_value(cfg, "profile.seeds")
     check(len(seeds) > 0 and all(isinstance(s, int) for s in seeds), "profile.seeds", seeds, "a list of integers")
     check_positive_int(cfg, "seed", minimum=0)
+    from stn_repro.systems.classification import OPTIMIZERS
+
+    check_choice(cfg, "optim.name", OPTIMIZERS)
     check_number(cfg, "optim.lr", 0.0, strict=True)
     check_number(cfg, "optim.momentum", 0.0)
     check_number(cfg, "optim.weight_decay", 0.0)
     check_number(cfg, "optim.loc_lr_mult", 0.0)
     check_number(cfg, "optim.grad_clip", 0.0)
+    check_number(cfg, "optim.theta_loss_weight", 0.0)
     check_choice(cfg, "trainer.accelerator", ACCELERATORS)
     check_positive_int(cfg, "trainer.num_nodes")
     for flag in ("logger.csv", "logger.wandb"):

@@ -236,3 +236,32 @@ def test_wandb_runs_offline_without_credentials_and_gets_the_image_grid(tmp_path
     assert len(runs) == 1
     assert list(runs[0].rglob("*.wandb"))
     assert (tmp_path / "out" / "figures" / "transformed.png").stat().st_size > 0
+
+
+def test_supervised_theta_pulls_the_transformer_towards_the_true_inverse(tmp_path, data_root):
+    from stn_repro.data.distortions import get_distortion
+    from stn_repro.transformers import get_family
+
+    cfg = _tiny("table1/st_cnn_aff_rts", tmp_path, data_root, "optim.theta_loss_weight=1.0")
+    validate(cfg)
+    record = run(cfg, tmp_path / "out")
+    assert record.status == "finished" and any("supervised" in d for d in record.deviations)
+    logged = (tmp_path / "out" / "csv").rglob("metrics.csv")
+    assert any("train/theta_loss" in path.read_text().splitlines()[0] for path in logged)
+    # the loss is the distance to the inverse of the stored sampling θ: zero when the transformer predicts it
+    family = get_family("affine")
+    generated = get_distortion("RTS").generate(
+        torch.randint(0, 255, (4, 28, 28), dtype=torch.uint8), torch.arange(4), torch.Generator().manual_seed(0)
+    )
+    model, _ = build_matched_model(20_000, kind="st_cnn", in_shape=(1, 42, 42), num_classes=10, family="affine")
+    system = ClassificationSystem(model, theta_loss_weight=1.0)
+    model.transformer.theta = family.inverse(generated["theta"])
+    assert system.theta_loss(generated["theta"]).item() < 1e-10
+    model.transformer.theta = family.identity(4)
+    assert system.theta_loss(generated["theta"]).item() > 1e-3
+
+
+@pytest.mark.parametrize("cell", ["table1/st_cnn_tps_e", "table1/cnn_r", "addition/st2_fcn_aff"])
+def test_supervised_theta_needs_one_transformer_of_the_distortions_family(cell):
+    with pytest.raises(ConfigError, match=r"optim\.theta_loss_weight"):
+        validate(_compose(cell, "optim.theta_loss_weight=1.0"))

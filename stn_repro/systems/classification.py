@@ -19,6 +19,8 @@ from torchvision.utils import make_grid, save_image
 from stn_repro.transformers import SpatialTransformer, split_localisation_parameters
 from stn_repro.transformers.families import MatrixFamily
 
+OPTIMIZERS = ("sgd", "rmsprop")
+
 
 class DivergedError(RuntimeError):
     """Training produced a non-finite loss."""
@@ -32,8 +34,9 @@ class ClassificationSystem(pl.LightningModule):
     Args:
         model: any classifier ``(B, C, H, W) → (B, num_classes)``. Every :class:`SpatialTransformer` inside gets
             θ statistics; a transformer on the input (``model.transformer``) also gets input/transformed grids.
-        lr: base learning rate (SGD, the paper's optimiser).
-        momentum, weight_decay: SGD settings (paper: 0 and 0).
+        lr: base learning rate.
+        momentum, weight_decay: optimiser settings (paper: SGD with 0 and 0).
+        optimizer: ``"sgd"`` (the paper's) or ``"rmsprop"`` (Sønderby et al.'s; Lasagne's smoothing 0.9, eps 1e-6).
         loc_lr_mult: learning-rate multiplier of the localisation nets (paper: 1 on MNIST, 0.1 on SVHN).
         lr_step_every: multiply the learning rate by ``lr_gamma`` every this many iterations (paper: 50k).
         lr_gamma: the step factor (paper: 0.1).
@@ -41,6 +44,10 @@ class ClassificationSystem(pl.LightningModule):
         theta_log_every: log θ statistics every this many training steps (0: never).
         image_log_every: send an input/transformed image grid to W&B every this many steps (0: never).
         figures_dir: where the input/transformed grid PNG is written at the end of training (``None``: nowhere).
+        theta_loss_weight: weight of an auxiliary loss pulling the input transformer's θ towards the true inverse of
+            the distortion (supervised transformer training; 0: off, the paper's unsupervised setting). Needs
+            batches ``(images, labels, truth)`` with ``truth["theta"]``, the distortion's sampling parameters of the
+            transformer's family (canvas → digit), so the target is ``family.inverse(truth["theta"])``.
     """
 
     def __init__(
@@ -56,8 +63,13 @@ class ClassificationSystem(pl.LightningModule):
         theta_log_every: int = 100,
         image_log_every: int = 1000,
         figures_dir: str | Path | None = None,
+        optimizer: str = "sgd",
+        theta_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        self.optimizer = optimizer
         self.model = model
         self.lr = lr
         self.momentum = momentum
@@ -69,6 +81,7 @@ class ClassificationSystem(pl.LightningModule):
         self.theta_log_every = theta_log_every
         self.image_log_every = image_log_every
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
+        self.theta_loss_weight = theta_loss_weight
         self.val_error = torchmetrics.MeanMetric()
         self.test_error = torchmetrics.MeanMetric()
         self._preview: Tensor | None = None
@@ -86,11 +99,24 @@ class ClassificationSystem(pl.LightningModule):
         """Per-sample errors ``(B,)`` as floats (1: wrong, 0: right)."""
         return (outputs.argmax(1) != labels).float()
 
+    def theta_loss(self, true_theta: Tensor) -> Tensor:
+        """Mean squared distance between the input transformer's last θ ``(B, P)`` and the inverse of the true
+        distortion ``true_theta`` ``(B, P)`` (the transform that puts the digit back in its canonical frame)."""
+        transformer = getattr(self.model, "transformer", None)
+        if not isinstance(transformer, SpatialTransformer) or transformer.theta is None:
+            raise ValueError("theta_loss_weight > 0 needs a model with one input transformer (model.transformer)")
+        target = transformer.family.inverse(true_theta.to(transformer.theta))
+        return F.mse_loss(transformer.theta, target)
+
     # -- steps ---------------------------------------------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images, labels = batch[0], batch[1]
         loss = self.loss(self.model(images), labels)
+        if self.theta_loss_weight:
+            theta_loss = self.theta_loss(batch[2]["theta"])
+            self.log("train/theta_loss", theta_loss)
+            loss = loss + self.theta_loss_weight * theta_loss
         if not torch.isfinite(loss):
             raise DivergedError(
                 f"training diverged at step {self.global_step}: the loss is {loss.item()}; "
@@ -126,7 +152,12 @@ class ClassificationSystem(pl.LightningModule):
         groups = [{"params": other, "lr": self.lr}]
         if localisation:
             groups.append({"params": localisation, "lr": self.lr * self.loc_lr_mult})
-        optimiser = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.optimizer == "rmsprop":
+            optimiser = torch.optim.RMSprop(
+                groups, lr=self.lr, alpha=0.9, eps=1e-6, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        else:
+            optimiser = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.lr_factor)
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

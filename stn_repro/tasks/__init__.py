@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stn_repro.tasks import cub, mnist, svhn
+from stn_repro.tasks import colocalisation, cub, mnist, sequences, svhn, volumes
 from stn_repro.tasks.base import Task
 from stn_repro.transformers import ALIGN_CORNERS
 
@@ -17,6 +17,9 @@ TASKS: dict[str, Task] = {
     "mnist": mnist.TASK,
     "svhn": svhn.TASK,
     "cub": cub.TASK,
+    "colocalisation": colocalisation.TASK,
+    "mnist_sequence": sequences.TASK,
+    "mnist3d": volumes.TASK,
 }
 
 

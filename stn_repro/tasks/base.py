@@ -43,6 +43,7 @@ def options(node: Any) -> dict[str, Any]:
 def system_settings(cfg: DictConfig, figures_dir: Path) -> dict[str, Any]:
     p = cfg.profile
     return {
+        "optimizer": cfg.optim.name,
         "lr": cfg.optim.lr,
         "momentum": cfg.optim.momentum,
         "weight_decay": cfg.optim.weight_decay,
@@ -53,6 +54,7 @@ def system_settings(cfg: DictConfig, figures_dir: Path) -> dict[str, Any]:
         "theta_log_every": p.theta_log_every,
         "image_log_every": p.image_log_every,
         "figures_dir": figures_dir,
+        "theta_loss_weight": cfg.optim.theta_loss_weight,
     }
 
 
@@ -69,3 +71,11 @@ def schedule_deviations(cfg: DictConfig, kind: str) -> list[str]:
             f"(paper: {PAPER_SCHEDULES[kind]})"
         )
     return notes
+
+
+def check_no_theta_supervision(cfg: DictConfig) -> None:
+    """Tasks whose data holds no true transform cannot supervise θ (``optim.theta_loss_weight`` must be 0)."""
+    from stn_repro.config import check
+
+    weight = cfg.optim.theta_loss_weight
+    check(not weight, "optim.theta_loss_weight", weight, f"0: the {cfg.data.kind} data holds no true transform")

@@ -21,10 +21,11 @@ from stn_repro.config import (
 )
 from stn_repro.models.cub import CUB_MODEL_KINDS, CUBNet, load_googlenet_state
 from stn_repro.systems import ClassificationSystem, PartAttentionSystem
-from stn_repro.tasks.base import Task, schedule_deviations, system_settings
+from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations, system_settings
 
 
 def validate(cfg: DictConfig) -> None:
+    check_no_theta_supervision(cfg)
     check_choice(cfg, "model.kind", CUB_MODEL_KINDS)
     kind, parts = get_value(cfg, "model.kind"), get_value(cfg, "model.parts")
     check(

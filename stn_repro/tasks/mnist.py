@@ -9,13 +9,23 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from torch import nn
 
-from stn_repro.config import check_choice, check_positive_int, check_transformer_family, check_val_size, get_value
+from stn_repro.config import (
+    check,
+    check_choice,
+    check_positive_int,
+    check_transformer_family,
+    check_val_size,
+    get_value,
+)
 from stn_repro.data.distortions import DISTORTIONS
 from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models import MODEL_KINDS, build_matched_model
 from stn_repro.systems import ClassificationSystem
 from stn_repro.tasks.base import Task, options, schedule_deviations, system_settings
 from stn_repro.transformers import FAMILIES
+
+# Distortions whose stored θ (one transform of an invertible family) can supervise a transformer.
+THETA_SUPERVISED_DISTORTIONS = ("R", "RTS", "P", "TC")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -30,6 +40,18 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int(cfg, "data.num_classes", minimum=2)
     check_val_size(cfg)
     check_positive_int(cfg, "profile.param_target")
+    weight = get_value(cfg, "optim.theta_loss_weight")
+    if weight:
+        family, distortion = get_value(cfg, "transformer.family"), get_value(cfg, "data.distortion")
+        supervisable = {name: DISTORTIONS[name].family for name in THETA_SUPERVISED_DISTORTIONS}
+        check(
+            get_value(cfg, "model.kind") in ("st_fcn", "st_cnn") and supervisable.get(distortion) == family,
+            "optim.theta_loss_weight",
+            weight,
+            "0 unless one transformer of the distortion's own family is trained on R, RTS, P or TC "
+            f"(here model.kind={get_value(cfg, 'model.kind')}, transformer.family={family}, "
+            f"data.distortion={distortion})",
+        )
 
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
@@ -48,6 +70,7 @@ def data(cfg: DictConfig) -> pl.LightningDataModule:
         batch_size=cfg.profile.batch_size,
         resample_every_epoch=d.resample_every_epoch,
         device_resident=d.device_resident,
+        return_truth=cfg.optim.theta_loss_weight > 0,  # the true θ feeds the supervised-θ loss
     )
 
 
@@ -84,6 +107,11 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     notes.append(f"models sized to ~{cfg.model.param_target:,} parameters (the paper matches counts; 400k is a guess)")
     if cfg.optim.momentum:
         notes.append(f"SGD momentum {cfg.optim.momentum} (paper: plain SGD)")
+    if cfg.optim.theta_loss_weight:
+        notes.append(
+            "transformer supervised: θ pulled towards the true inverse distortion, weight "
+            f"{cfg.optim.theta_loss_weight} (the paper trains it without supervision)"
+        )
     if cfg.data.resample_every_epoch:
         notes.append("training distortions re-drawn every epoch")
     return notes

@@ -20,13 +20,14 @@ from stn_repro.config import (
 )
 from stn_repro.models.svhn import SVHN_MODEL_KINDS, build_svhn_model
 from stn_repro.systems import ClassificationSystem, SequenceSystem
-from stn_repro.tasks.base import Task, options, schedule_deviations, system_settings
+from stn_repro.tasks.base import Task, check_no_theta_supervision, options, schedule_deviations, system_settings
 from stn_repro.transformers import FAMILIES
 
 SVHN_VARIANTS = ("64px", "128px")
 
 
 def validate(cfg: DictConfig) -> None:
+    check_no_theta_supervision(cfg)
     check_choice(cfg, "model.kind", SVHN_MODEL_KINDS)
     families_2d = sorted(name for name, family in FAMILIES.items() if family.spatial_dims == 2)
     check_transformer_family(cfg, get_value(cfg, "model.kind") != "cnn", families_2d)

@@ -1,0 +1,166 @@
+"""Recurrent spatial transformers on 3-digit cluttered MNIST sequences (Sønderby et al. 2015, arXiv:1509.05329):
+CNN, CNN+SPN and RNN-SPN, per-digit error.
+
+Protocol (PAPER.md; details from the authors' Lasagne code, github.com/skaae/recurrent-spatial-transformer-code):
+3 digits on a 100×100 canvas with 8 clutter patches of 9×9 (the ``SEQ`` distortion); RMSprop, lr 5e-4, batch 100,
+gradient clipping to a total norm of 5 [code]; up to 300 epochs of 600 iterations with lr ÷1.5 every 12 epochs
+from epoch 32 and early stopping (patience 50 epochs) [code]. The paper profile runs the 180,000 iterations
+without early stopping; everything this implementation does differently is listed by :func:`deviations`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from torch import nn
+
+from stn_repro.config import (
+    check,
+    check_choice,
+    check_positive_int,
+    check_transformer_family,
+    check_val_size,
+    get_value,
+)
+from stn_repro.data.sources import DIGITS, SOURCES
+from stn_repro.models.recurrent import SEQ_MODEL_KINDS, build_sequence_model, classifier_output_size
+from stn_repro.systems.classification import ClassificationSystem
+from stn_repro.systems.digits import DigitSequenceSystem
+from stn_repro.tasks.base import Task, check_no_theta_supervision, options, system_settings
+from stn_repro.transformers import FAMILIES
+
+PAPER_ITERATIONS = 180_000  # 300 epochs x 600 iterations (60,000 sequences at batch 100) [code]
+PAPER_BATCH_SIZE = 100
+PAPER_LR = 5e-4
+PAPER_GRAD_CLIP = 5.0  # total gradient norm [code]
+PAPER_MILESTONES = [600 * epoch for epoch in range(32, 300, 12)]  # lr /1.5 from these iterations [code]
+PAPER_LR_GAMMA = 1 / 1.5
+PAPER_CHANNELS = {"cnn": [96, 96, 96], "cnn_spn": [96, 96, 96], "rnn_spn": [32, 32, 32]}  # classifier convs [code]
+PAPER_SCHEDULE = (
+    "up to 180,000 iterations (300 epochs of 600) at batch 100, lr /1.5 every 12 epochs from epoch 32, early "
+    "stopping after 50 epochs without a better validation accuracy"
+)
+
+
+def _check_channels(cfg: DictConfig, key: str) -> None:
+    value = get_value(cfg, key)
+    ok = value is not None and len(value) > 0 and all(isinstance(c, int) and c > 0 for c in value)
+    check(ok, key, value, "a non-empty list of positive channel counts")
+
+
+def validate(cfg: DictConfig) -> None:
+    check_no_theta_supervision(cfg)
+    check_choice(cfg, "model.kind", SEQ_MODEL_KINDS)
+    kind = get_value(cfg, "model.kind")
+    families_2d = sorted(name for name, family in FAMILIES.items() if family.spatial_dims == 2)
+    check_transformer_family(cfg, kind != "cnn", families_2d)
+    check_choice(cfg, "data.distortion", ("SEQ",))
+    check_choice(cfg, "data.source", SOURCES)
+    check_choice(cfg, "data.digits", DIGITS)
+    check_val_size(cfg)
+    check_positive_int(cfg, "model.size")
+    check_positive_int(cfg, "model.hidden")
+    _check_channels(cfg, "model.channels")
+    size, layers = get_value(cfg, "model.size"), len(get_value(cfg, "model.channels"))
+    check(classifier_output_size(size, layers) > 0, "model.size", size, f"large enough for {layers} conv layers")
+    if kind != "cnn":
+        _check_channels(cfg, "model.loc_channels")
+        check_positive_int(cfg, "model.loc_hidden")
+
+
+def data(cfg: DictConfig) -> pl.LightningDataModule:
+    from stn_repro.data.modules import DistortedMNISTDataModule
+
+    d = cfg.data
+    return DistortedMNISTDataModule(
+        d.distortion,
+        options(d.params),
+        root=d.root,
+        source=d.source,
+        digits=d.digits,
+        seed=cfg.seed,
+        test_seed=d.test_seed,
+        val_size=d.val_size,
+        batch_size=cfg.profile.batch_size,
+        resample_every_epoch=d.resample_every_epoch,
+        device_resident=d.device_resident,
+    )
+
+
+def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
+    m = cfg.model
+    positions = data.distortion.length
+    model = build_sequence_model(
+        m.kind,
+        data.input_shape,
+        positions=positions,
+        family=cfg.transformer.family or "affine",
+        family_options=options(cfg.transformer.options),
+        size=m.size,
+        channels=tuple(m.channels),
+        hidden=m.hidden,
+        loc_channels=tuple(m.get("loc_channels") or ()),
+        loc_hidden=m.get("loc_hidden") or 0,
+    )
+    return model, f"{m.kind}, {positions} positions, {m.size}px classifier input"
+
+
+def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> ClassificationSystem:
+    return DigitSequenceSystem(model, **system_settings(cfg, figures_dir))
+
+
+def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
+    notes = []
+    if not meta["full_dataset"]:
+        notes.append(
+            f"data: {meta['source']} digits ({sizes['train']:,} train / {sizes['val']:,} val / {sizes['test']:,} "
+            "test sequences), not sequences of the full 60,000/10,000 MNIST"
+        )
+    if sizes["val"]:
+        notes.append(
+            f"{sizes['val']:,} training sequences held out for validation (authors: a separate 10,000-sequence set)"
+        )
+    notes.append(
+        "canvas layout: each digit in its own third of the canvas at an independent random height (authors: 3 "
+        "adjacent digits at one random horizontal offset, heights along a random slope)"
+    )
+    p = cfg.profile
+    milestones = list(p.lr_milestones) if p.get("lr_milestones") else None
+    paper = (PAPER_ITERATIONS, PAPER_BATCH_SIZE, PAPER_MILESTONES)
+    if (p.iterations, p.batch_size, milestones) != paper or abs(p.lr_gamma - PAPER_LR_GAMMA) > 1e-3:
+        steps = (
+            f"at {len(milestones)} milestones from {milestones[0]:,}" if milestones else f"every {p.lr_step_every:,}"
+        )
+        notes.append(
+            f"schedule: {p.iterations:,} iterations at batch {p.batch_size}, lr x{p.lr_gamma:.3g} {steps} "
+            f"(authors: {PAPER_SCHEDULE})"
+        )
+    notes.append("the model after the last iteration is tested (authors: early stopping on validation accuracy)")
+    o = cfg.optim
+    if o.name != "rmsprop" or o.lr != PAPER_LR or o.momentum:
+        notes.append(f"optimiser {o.name}, lr {o.lr}, momentum {o.momentum} (paper: RMSprop, lr 5e-4)")
+    if o.grad_clip != PAPER_GRAD_CLIP:
+        notes.append(f"gradient clipping to a total norm of {o.grad_clip or 'none'} (authors' code: 5)")
+    if cfg.model.kind == "rnn_spn":
+        notes.append("no element-wise gradient clipping to [-1, 1] (the authors' RNN-SPN code clips before the norm)")
+    channels, paper_channels = list(cfg.model.channels), PAPER_CHANNELS[cfg.model.kind]
+    if channels != paper_channels:
+        notes.append(f"classifier conv channels {channels} (authors: {paper_channels})")
+    if cfg.model.kind == "cnn":
+        notes.append(
+            f"CNN architecture a guess (no code published): the CNN+SPN's classifier on the canvas resized to "
+            f"{cfg.model.size}x{cfg.model.size}"
+        )
+    notes.append(
+        "loss: sum of the per-position cross-entropies (authors: their mean); PyTorch's default weight "
+        "initialisation (authors: Glorot uniform)"
+    )
+    if cfg.data.resample_every_epoch:
+        notes.append("training sequences re-drawn every epoch (new partner digits, positions and clutter)")
+    return notes
+
+
+TASK = Task(validate, data, model, system, deviations)

@@ -1,0 +1,181 @@
+"""Co-localisation (appendix A.2): boxes and IoU, the triplet loss, per-class routing, the embedding-CNN cache, the
+configs, tiny runs of both cells and their table."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from stn_repro.config import ConfigError, validate
+from stn_repro.data import sources
+from stn_repro.data.distortions import get_distortion
+from stn_repro.models.colocalisation import (
+    EMBEDDING_DEFAULTS,
+    ColocalisationModel,
+    EmbeddingCNN,
+    embedding_cache_path,
+    load_or_train_embedding_cnn,
+)
+from stn_repro.results.records import load_records
+from stn_repro.results.tables import build_tables
+from stn_repro.systems.colocalisation import (
+    ColocalisationSystem,
+    attention_boxes,
+    box_iou,
+    frame_boxes,
+    partner_index,
+    random_crops,
+    triplet_hinge_loss,
+)
+from stn_repro.tasks.colocalisation import ClassBalancedBatches, choose_per_class
+from stn_repro.train import quiet_lightning, run
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+CELLS = list(OmegaConf.load(CONF / "suite" / "colocalisation.yaml").cells)
+TINY_EMBEDDING = {"channels": [4, 8], "hidden": 16, "iterations": 3, "batch_size": 8}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
+    quiet_lightning()
+
+
+def _compose(cell, *overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={cell}", *overrides])
+
+
+def test_iou_of_hand_made_boxes():
+    a = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 4, 4]])
+    b = torch.tensor([[0.0, 0, 2, 2], [3, 3, 5, 5], [1, 0, 3, 2], [0, 0, 4, 2]])
+    assert box_iou(a, b).tolist() == pytest.approx([1.0, 0.0, 1 / 3, 0.5])
+
+
+def test_attention_and_frame_boxes_in_pixels():
+    theta = torch.tensor([[1 / 3, 0.0, 0.0], [1.0, 0.0, 0.0], [-1 / 3, 2 / 3, -2 / 3]])
+    expected = [[28, 28, 56, 56], [0, 0, 84, 84], [56, 0, 84, 28]]
+    assert attention_boxes(theta, (84, 84)).tolist() == [pytest.approx(row) for row in expected]
+    solid = torch.full((6, 28, 28), 255, dtype=torch.uint8)  # all ink: the ink box is the frame
+    placed = get_distortion("TC", canvas=84, patches=0).generate(solid, torch.arange(6), torch.Generator())
+    assert torch.allclose(frame_boxes(placed["theta"], (84, 84)), placed["boxes"], atol=1e-4)
+
+
+def test_triplet_hinge_loss_on_a_hand_made_case():
+    anchor = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    positive = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    negative = torch.tensor([[2.0, 0.0], [0.5, 0.0]])
+    # 1 - 4 + 1 < 0 → 0;  1 - 0.25 + 1 = 1.75
+    assert triplet_hinge_loss(anchor, positive, negative, margin=1.0).tolist() == [0.0, 1.75]
+
+
+def test_positives_are_other_samples_of_the_same_class_and_crops_are_inside():
+    labels = torch.tensor([3, 1, 3, 1, 1, 3])
+    partner = partner_index(labels)
+    assert (labels[partner] == labels).all() and (partner != torch.arange(6)).all()
+    with pytest.raises(ValueError, match="single sample"):
+        partner_index(torch.tensor([0, 1, 1]))
+    canvases = torch.arange(2 * 10 * 10, dtype=torch.float32).view(2, 1, 10, 10)
+    crops = random_crops(canvases, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 1, 4, 4)
+    for canvas, crop in zip(canvases, crops, strict=True):
+        y, x = divmod(int(crop[0, 0, 0] - canvas[0, 0, 0]), 10)
+        assert torch.equal(crop, canvas[:, y : y + 4, x : x + 4])
+
+
+def test_class_balanced_batches_and_the_chosen_set():
+    labels = np.repeat(np.arange(10), 7)
+    chosen = choose_per_class(labels, 5, seed=0)
+    assert np.bincount(labels[chosen]).tolist() == [5] * 10
+    with pytest.raises(ValueError, match="digit 0"):
+        choose_per_class(labels, 8, seed=0)
+    arrays = {"images": np.zeros((70, 12, 12), np.uint8), "labels": labels}
+    batches = list(ClassBalancedBatches(arrays, per_class=3, seed=1))
+    assert len(batches) == 2 and batches[0][0].shape == (30, 1, 12, 12)
+    assert all(torch.bincount(y).tolist() == [3] * 10 for _, y in batches)
+
+
+def test_a_samples_loss_reaches_only_its_own_class_transformer():
+    torch.manual_seed(0)
+    model = ColocalisationModel((1, 42, 42), EmbeddingCNN((4, 8), 16), num_classes=3, init_weight_std=0.1)
+    system = ColocalisationSystem(model, margin=100.0)  # a large margin keeps every hinge active
+    canvases, labels = torch.rand(6, 1, 42, 42), torch.tensor([0, 0, 1, 1, 2, 2])
+    _, per_sample = system.triplet_loss(canvases, labels)
+    per_sample[2].backward()  # sample 2 (class 1) and its positive, sample 3 (class 1)
+    norms = [sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0 for p in t.parameters()) for t in
+             model.transformers]  # fmt: skip
+    assert norms[1] > 0 and norms[0] == 0 and norms[2] == 0
+    assert all(p.grad is None for p in model.embedding.parameters())
+
+
+def test_embedding_cnn_is_cached_and_a_corrupt_file_is_rebuilt(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    labels = np.arange(20) % 10
+    lines = []
+    first = load_or_train_embedding_cnn(tmp_path, "abc", images, labels, TINY_EMBEDDING, lines.append)
+    path = embedding_cache_path(tmp_path, "abc", {**EMBEDDING_DEFAULTS, **TINY_EMBEDDING})
+    assert path.exists() and any("trained" in line for line in lines)
+    lines.clear()
+    second = load_or_train_embedding_cnn(tmp_path, "abc", images, labels, TINY_EMBEDDING, lines.append)
+    assert lines == [f"embedding CNN: cache hit: {path}"]
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
+    path.write_bytes(b"not a checkpoint")
+    lines.clear()
+    third = load_or_train_embedding_cnn(tmp_path, "abc", images, labels, TINY_EMBEDDING, lines.append)
+    assert "unreadable" in lines[0] and "rebuilding" in lines[0]
+    assert torch.equal(third.classifier.weight, first.classifier.weight)  # deterministic training
+    lines.clear()
+    load_or_train_embedding_cnn(tmp_path, "abc", images, labels, TINY_EMBEDDING, lines.append)
+    assert lines == [f"embedding CNN: cache hit: {path}"]
+    assert embedding_cache_path(tmp_path, "other digits", EMBEDDING_DEFAULTS) != embedding_cache_path(
+        tmp_path, "abc", EMBEDDING_DEFAULTS
+    )
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_config_composes_and_validates(cell):
+    for profile in ("coloc_quick", "coloc_paper"):
+        cfg = _compose(cell, f"profile={profile}")
+        validate(cfg)
+        assert cfg.data.kind == "colocalisation" and cfg.paper.table == "co_localisation"
+        assert cfg.data.canvas == 84 and cfg.data.per_class == 100 and cfg.transformer.family == "attention"
+    assert _compose(cell).profile.name == "quick"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("profile.batch_size=25", "profile.batch_size"), ("transformer.family=affine", "transformer.family"),
+     ("data.per_class=1", "data.per_class"), ("model.embedding.channels=[4]", "model.embedding.channels")],
+)  # fmt: skip
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(_compose("colocalisation/tc", override))
+
+
+def test_both_cells_run_record_per_digit_metrics_and_build_the_table(tmp_path):
+    for cell in CELLS:
+        cfg = _compose(
+            cell, "profile.iterations=2", "profile.val_every=2", "profile.batch_size=20", "data.per_class=4",
+            "data.source=bundled", "model.embedding.iterations=3", "model.embedding.channels=[4,8]",
+            f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}",
+            f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.results={tmp_path / 'results'}",
+        )  # fmt: skip
+        record = run(cfg, tmp_path / cell)
+        assert record.status == "finished" and record.iterations == 2 and record.data["n_test"] == 40
+        assert 0 <= record.metrics["test/localised"] <= 100 and "test/acc" not in record.metrics
+        assert {f"test/localised_d{k}" for k in range(10)} <= set(record.metrics)
+        assert any("unsupervised" in d for d in record.deviations)
+        assert (tmp_path / cell / "figures" / "crops.png").stat().st_size > 0
+    paths = build_tables(load_records(tmp_path / "runs", "colocalisation"), tmp_path / "results")
+    text = paths["markdown"].read_text()
+    assert paths["markdown"].name == "table_colocalisation.md" and "localised % (IoU > 0.5)" in text
+    assert "| T (translated, 84x84) | 100 / " in text and "TC (translated + 16 clutter patches)" in text
+    assert "test/localised_d9" in text
