@@ -29,6 +29,7 @@ from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models.recurrent import SEQ_MODEL_KINDS, build_sequence_model, classifier_output_size
 from stn_repro.systems.classification import ClassificationSystem
 from stn_repro.systems.digits import DigitSequenceSystem
+from stn_repro.tasks import mnist
 from stn_repro.tasks.base import Task, check_no_theta_supervision, options, system_settings
 from stn_repro.transformers import FAMILIES
 
@@ -72,22 +73,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
-    from stn_repro.data.modules import DistortedMNISTDataModule
-
-    d = cfg.data
-    return DistortedMNISTDataModule(
-        d.distortion,
-        options(d.params),
-        root=d.root,
-        source=d.source,
-        digits=d.digits,
-        seed=cfg.seed,
-        test_seed=d.test_seed,
-        val_size=d.val_size,
-        batch_size=cfg.profile.batch_size,
-        resample_every_epoch=d.resample_every_epoch,
-        device_resident=d.device_resident,
-    )
+    """The SEQ canvases, through the distorted-MNIST data module (the same builder as Table 1)."""
+    return mnist.data(cfg)
 
 
 def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
