@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -85,18 +85,25 @@ def _default_localisation(kind: str) -> dict[str, Any]:
     return {"kind": "conv", "channels": (20, 20), "kernel_size": 5, "downsample": 2, "hidden": (20,)}
 
 
-def build_matched_model(param_target: int, max_width: int = 4096, **settings: Any) -> tuple[nn.Module, int]:
-    """The model of :func:`build_model` whose classifier width brings its parameter count closest to
-    ``param_target``; returns ``(model, width)``. The parameter count grows with the width, so a bisection finds it.
+def match_width(build: Callable[[int], nn.Module], param_target: int, max_width: int) -> tuple[nn.Module, int]:
+    """The model ``build(width)`` whose parameter count is closest to ``param_target``; returns ``(model, width)``.
+
+    The parameter count grows with the width, so a bisection over ``1..max_width`` finds it; the counts are taken
+    on the meta device (shapes only: no memory, no initialisation cost).
+
+    Raises:
+        ValueError: the target is below the smallest or above the largest model.
     """
     if param_target < 1:
         raise ValueError(f"param_target must be >= 1, got {param_target}")
 
     def params(width: int) -> int:
-        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            return count_parameters(build_model(width=width, **settings))
+        with torch.device("meta"):
+            return count_parameters(build(width))
 
     low, high = 1, max_width
+    if params(low) > param_target:
+        raise ValueError(f"param_target {param_target} is below the smallest model ({params(low)} at width 1)")
     if params(high) < param_target:
         raise ValueError(f"param_target {param_target} is above the largest model ({params(high)} at width {high})")
     while high - low > 1:
@@ -106,4 +113,10 @@ def build_matched_model(param_target: int, max_width: int = 4096, **settings: An
         else:
             high = middle
     width = min((low, high), key=lambda w: abs(params(w) - param_target))
-    return build_model(width=width, **settings), width
+    return build(width), width
+
+
+def build_matched_model(param_target: int, max_width: int = 4096, **settings: Any) -> tuple[nn.Module, int]:
+    """The model of :func:`build_model` whose classifier width brings its parameter count closest to
+    ``param_target``; returns ``(model, width)`` (see :func:`match_width`)."""
+    return match_width(lambda width: build_model(width=width, **settings), param_target, max_width)

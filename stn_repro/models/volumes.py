@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from stn_repro.models.classifiers import CNN, count_parameters
+from stn_repro.models.build import match_width
+from stn_repro.models.classifiers import CNN
 from stn_repro.transformers import SpatialTransformer, conv_localisation, get_family
 
 VOLUME_MODEL_KINDS = ("cnn", "st")
@@ -120,22 +120,5 @@ def build_volume_model(
 
 def build_matched_volume_model(param_target: int, max_width: int = 1024, **settings: Any) -> tuple[nn.Module, int]:
     """The model of :func:`build_volume_model` whose classifier width brings its parameter count closest to
-    ``param_target``; returns ``(model, width)``."""
-
-    def params(width: int) -> int:
-        with torch.device("meta"):
-            return count_parameters(build_volume_model(width=width, **settings))
-
-    low, high = 1, max_width
-    if params(low) > param_target:
-        raise ValueError(f"param_target {param_target} is below the smallest model ({params(low)} at width 1)")
-    if params(high) < param_target:
-        raise ValueError(f"param_target {param_target} is above the largest model ({params(high)} at width {high})")
-    while high - low > 1:
-        middle = (low + high) // 2
-        if params(middle) < param_target:
-            low = middle
-        else:
-            high = middle
-    width = min((low, high), key=lambda w: abs(params(w) - param_target))
-    return build_volume_model(width=width, **settings), width
+    ``param_target``; returns ``(model, width)`` (see :func:`stn_repro.models.build.match_width`)."""
+    return match_width(lambda width: build_volume_model(width=width, **settings), param_target, max_width)

@@ -226,10 +226,9 @@ def build_tables(records: Sequence[RunRecord], out_dir: str | Path, metric: str 
     Raises:
         TableError: see :func:`summarise_cells`.
     """
-    if records and metric is None and records[0].table in load_reference():
-        metric = default_metric(records[0].table)
-    table, summaries = summarise_cells(records, metric or "test/err")
-    metric = metric or "test/err"
+    if metric is None:
+        metric = default_metric(_check_records(records))
+    table, summaries = summarise_cells(records, metric)
     suite = records[0].suite
     paths = table_paths(suite, table, out_dir)
     paths["figure"].parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from stn_repro.config import (
@@ -29,10 +29,6 @@ from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models.volumes import VOLUME_MODEL_KINDS, build_matched_volume_model
 from stn_repro.systems.volumes import VolumeSystem
 from stn_repro.tasks.base import Task, options, system_settings
-
-
-def _theta_loss_weight(cfg: DictConfig) -> float:
-    return OmegaConf.select(cfg, "optim.theta_loss_weight", default=0.0) or 0.0
 
 
 def projection_scale(cfg: DictConfig) -> float:
@@ -96,7 +92,7 @@ def data(cfg: DictConfig) -> pl.LightningDataModule:
         batch_size=cfg.profile.batch_size,
         resample_every_epoch=d.resample_every_epoch,
         device_resident=d.device_resident,
-        return_truth=_theta_loss_weight(cfg) > 0,  # the true pose's θ feeds the optional supervised-θ loss
+        return_truth=cfg.optim.theta_loss_weight > 0,  # the true pose's θ feeds the optional supervised-θ loss
         limit=d.limit,
     )
 
@@ -149,8 +145,8 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         notes.append("training poses re-drawn every epoch")
     if cfg.optim.momentum:
         notes.append(f"SGD momentum {cfg.optim.momentum} (the paper does not say)")
-    if _theta_loss_weight(cfg):
-        notes.append(f"θ supervised towards the true pose (weight {_theta_loss_weight(cfg)}; paper: unsupervised)")
+    if cfg.optim.theta_loss_weight:
+        notes.append(f"θ supervised towards the true pose (weight {cfg.optim.theta_loss_weight}; paper: unsupervised)")
     return notes
 
 
