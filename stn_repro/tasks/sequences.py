@@ -129,6 +129,8 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     o = cfg.optim
     if o.name != "rmsprop" or o.lr != PAPER_LR or o.momentum:
         notes.append(f"optimiser {o.name}, lr {o.lr}, momentum {o.momentum} (paper: RMSprop, lr 5e-4)")
+    if o.loc_lr_mult != 1.0 and cfg.model.kind != "cnn":
+        notes.append(f"localisation nets at {o.loc_lr_mult:g}x the base learning rate (authors: not stated; ours)")
     if o.grad_clip != PAPER_GRAD_CLIP:
         notes.append(f"gradient clipping to a total norm of {o.grad_clip or 'none'} (authors' code: 5)")
     if cfg.model.kind == "rnn_spn":
