@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-slow lint reproduce-mnist reproduce-addition reproduce-svhn reproduce-cub reproduce-colocalisation reproduce-mnist3d reproduce-rnn-spn clean clean-venv
+.PHONY: help test test-slow lint bench reproduce-mnist reproduce-addition reproduce-svhn reproduce-cub reproduce-colocalisation reproduce-mnist3d reproduce-rnn-spn clean clean-venv
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-26s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,11 @@ test-slow: $(DEV_STAMP) ## Run only the tests marked slow
 lint: $(DEV_STAMP) ## Check style with ruff
 	$(PY) -m ruff check stn_repro tests scripts
 	$(PY) -m ruff format --check stn_repro tests scripts
+
+BENCH_ARGS ?=
+
+bench: $(RUNTIME_STAMP) ## Measure training throughput (framework vs bare loop vs tutorial loop) -> results/bench.md
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 REPRODUCE_ARGS ?=
 

@@ -27,6 +27,30 @@ from stn_repro.models.svhn import build_svhn_model
 from stn_repro.systems.sequence import SequenceSystem
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA kernels run asynchronously; CPU work is done on return)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_windows(
+    step: Callable[[], object], device: torch.device, warmup: int, windows: int, steps: int
+) -> list[float]:
+    """Seconds per call of ``step`` in each of ``windows`` windows of ``steps`` calls, after ``warmup`` calls; the
+    device is synchronised at window boundaries only."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(windows):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        times.append((time.perf_counter() - start) / steps)
+    return times
+
+
 def time_steps(model: torch.nn.Module, batch: Callable[[], tuple], loss: Callable, device: torch.device,
                warmup: int, windows: int, steps: int) -> float:  # fmt: skip
     """Median seconds per training step over ``windows`` windows of ``steps`` steps, after ``warmup`` steps."""
@@ -39,19 +63,7 @@ def time_steps(model: torch.nn.Module, batch: Callable[[], tuple], loss: Callabl
         loss(model(inputs), target).backward()
         optimiser.step()
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(windows):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times)
+    return statistics.median(time_windows(step, device, warmup, windows, steps))
 
 
 def main(argv: list[str] | None = None) -> int:

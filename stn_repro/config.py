@@ -9,6 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from stn_repro.results.reference import paper_value
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 
 
 class ConfigError(ValueError):
@@ -83,6 +85,8 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "optim.theta_loss_weight", 0.0)
     check_choice(cfg, "trainer.accelerator", ACCELERATORS)
     check_positive_int(cfg, "trainer.num_nodes")
+    check_trainer_processes(cfg)
+    check_fast_path(cfg)
     for flag in ("logger.csv", "logger.wandb"):
         check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
     paper = get_value(cfg, "paper")
@@ -93,6 +97,40 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"config error: paper={OmegaConf.to_container(paper)} names no reference cell ({error})"
             ) from None
+
+
+def check_trainer_processes(cfg: DictConfig) -> None:
+    """Devices, strategy and batch of a job on ``trainer.devices × trainer.num_nodes`` processes: several need
+    DDP, and the profile's batch (the global batch) must split into equal shares."""
+    check_positive_int(cfg, "trainer.devices")
+    check_choice(cfg, "trainer.strategy", STRATEGIES)
+    sync = OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False)
+    check(isinstance(sync, bool), "trainer.sync_batchnorm", sync, "true or false")
+    processes = get_value(cfg, "trainer.devices") * get_value(cfg, "trainer.num_nodes")
+    strategy = get_value(cfg, "trainer.strategy")
+    check(processes == 1 or strategy != "auto", "trainer.strategy", strategy,
+          f"ddp or ddp_spawn for {processes} processes (trainer.devices x trainer.num_nodes)")  # fmt: skip
+    batch = get_value(cfg, "profile.batch_size")
+    check(batch % processes == 0, "profile.batch_size", batch,
+          f"a multiple of the {processes} processes (trainer.devices x trainer.num_nodes): each takes an equal "
+          "share of the global batch")  # fmt: skip
+
+
+def check_fast_path(cfg: DictConfig) -> None:
+    """``trainer.precision`` and the ``fast`` options (:mod:`stn_repro.fast`)."""
+    from stn_repro.fast import COMPILE_MODES, CUDA_ONLY_COMPILE_MODES
+
+    check_choice(cfg, "trainer.precision", PRECISIONS)
+    accelerator, precision = get_value(cfg, "trainer.accelerator"), get_value(cfg, "trainer.precision")
+    check(precision != "16-mixed" or accelerator in ("gpu", "cuda"), "trainer.precision", precision,
+          f"32-true or bf16-mixed on trainer.accelerator={accelerator} (16-mixed needs a GPU)")  # fmt: skip
+    check_positive_int(cfg, "fast.log_every")
+    for flag in ("fast.channels_last", "fast.compile"):
+        check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
+    check_choice(cfg, "fast.compile_mode", COMPILE_MODES)
+    mode = get_value(cfg, "fast.compile_mode")
+    check(mode not in CUDA_ONLY_COMPILE_MODES or accelerator in ("gpu", "cuda"), "fast.compile_mode", mode,
+          f"default or max-autotune on trainer.accelerator={accelerator} ({mode}: CUDA graphs, GPU only)")  # fmt: skip
 
 
 def check_val_size(cfg: DictConfig) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,15 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.multiprocessing import ProcessRaisedException
 
 from stn_repro.config import ConfigError, validate
 from stn_repro.data.errors import DataError
+from stn_repro.fast import apply_fast_options
 from stn_repro.models import count_parameters
 from stn_repro.models.cub import PretrainedWeightsError
 from stn_repro.results.records import RecordError, RunRecord, find_record, write_record
+from stn_repro.scaling import check_launch, describe_device, leave_process_group, resume_checkpoint, test_trainer
 from stn_repro.systems import DivergedError
 from stn_repro.tasks import deviations, get_task
 
@@ -46,6 +50,7 @@ _HASH_EXCLUDED = {
     "profile.seeds",
     "profile.theta_log_every",
     "profile.image_log_every",
+    "fast",  # speed options: the same result up to float rounding (tests/test_fast_path.py)
 }
 
 
@@ -93,10 +98,14 @@ def _loggers(cfg: DictConfig, output_dir: Path, source: str) -> list[pl.loggers.
     return loggers
 
 
-def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunRecord:
-    """Train and test one cell and seed; returns its record (the existing one when skipped).
+def run(
+    cfg: DictConfig, output_dir: Path, job_index: int | None = None, callbacks: Sequence[pl.Callback] = ()
+) -> RunRecord | None:
+    """Train and test one cell and seed; returns its record (the existing one when skipped), or ``None`` on the
+    DDP ranks other than 0 (rank 0 tests and records; see :mod:`stn_repro.scaling`).
 
-    ``job_index`` (0-based, in a sweep of ``cfg.progress.total`` jobs) only labels the progress line.
+    ``job_index`` (0-based, in a sweep of ``cfg.progress.total`` jobs) only labels the progress line; ``callbacks``
+    are added to the trainer's (e.g. ``scripts/bench.py``'s step timer).
     """
     validate(cfg)
     task = get_task(cfg)
@@ -115,7 +124,7 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
     data.prepare_data()
     data.setup()
     model, description = task.model(cfg, data)
-    system = task.system(cfg, model, data, output_dir / "figures")
+    system = task.system(cfg, apply_fast_options(model, cfg.fast), data, output_dir / "figures")
     timer = StepTimer()
     checkpoints = Path(cfg.paths.checkpoints) / cfg.suite / cfg.cell / f"seed{cfg.seed}-{digest}"
     trainer = pl.Trainer(
@@ -127,6 +136,8 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
         strategy=cfg.trainer.strategy,
         precision=cfg.trainer.precision,
         num_nodes=cfg.trainer.num_nodes,
+        sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),  # a key of the DDP trainer files only
+        default_root_dir=checkpoints,  # where Lightning's SLURM requeue handler saves hpc_ckpt_<n>.ckpt
         gradient_clip_val=cfg.optim.grad_clip or None,
         logger=_loggers(cfg, output_dir, data.metadata["source"]["source"]),
         callbacks=[
@@ -134,36 +145,46 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
                 dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=cfg.profile.val_every
             ),
             timer,
+            *callbacks,
         ],
         limit_val_batches=1.0 if data.metadata["sizes"]["val"] else 0,
-        log_every_n_steps=min(50, cfg.profile.iterations),
+        log_every_n_steps=min(cfg.fast.log_every, cfg.profile.iterations),
         enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(),
     )
-    resume = checkpoints / "last.ckpt"
-    if resume.exists():
+    resume = resume_checkpoint(checkpoints)
+    if resume is not None:
         print(f"  resuming from {resume}", flush=True)
     start = time.perf_counter()
     status, metrics = "finished", None
     try:
-        trainer.fit(system, datamodule=data, ckpt_path=resume if resume.exists() else None, weights_only=True)
+        trainer.fit(system, datamodule=data, ckpt_path=resume, weights_only=True)
     except DivergedError as error:
         status = "diverged"
         print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {error}", file=sys.stderr, flush=True)
+    except ProcessRaisedException as error:  # ddp_spawn: a rank's exception arrives as its traceback text
+        if DivergedError.__name__ not in str(error):
+            raise
+        status = "diverged"
+        print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
     wall = time.perf_counter() - start
+    fitted = dict(trainer.callback_metrics)  # testing resets them
     if status == "finished" and trainer.interrupted:
         raise KeyboardInterrupt(
             f"{cfg.cell} seed {cfg.seed} interrupted at step {trainer.global_step}; re-run to resume"
         )
     if status == "finished":
-        test = trainer.test(system, datamodule=data, verbose=False)[0]
+        leave_process_group()
+    if not trainer.is_global_zero:
+        return None
+    if status == "finished":
+        test = test_trainer(trainer, cfg).test(system, datamodule=data, verbose=False)[0]
         metrics = {name: float(value) for name, value in test.items()}
         if "test/err" in metrics:
             metrics["test/acc"] = 100.0 - metrics["test/err"]
-        if "val/err" in trainer.callback_metrics:
-            metrics["val/err"] = float(trainer.callback_metrics["val/err"])
-        if timer.median_ms is not None:
-            metrics["train/step_ms"] = timer.median_ms
+        for name in ("val/err", "train/step_ms"):
+            if name in fitted:
+                metrics[name] = float(fitted[name])
     _finish_wandb(cfg)
     sizes = data.metadata["sizes"]
     source = data.metadata["source"]
@@ -179,10 +200,10 @@ def run(cfg: DictConfig, output_dir: Path, job_index: int | None = None) -> RunR
         metrics=metrics,
         data={**source, "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"]},
         params=count_parameters(model),
-        iterations=int(trainer.global_step),
+        iterations=int(fitted.get("train/steps", trainer.global_step)),
         batch_size=cfg.profile.batch_size,
         wall_time_s=round(wall, 2),
-        device=str(trainer.strategy.root_device),
+        device=describe_device(trainer, cfg),
         git_revision=git_revision(),
         config_hash=digest,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -213,6 +234,12 @@ class StepTimer(pl.Callback):
             self.times.append(now - self._last)
         self._last = now
 
+    def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        # published as metrics: ddp_spawn's ranks hand only trainer.callback_metrics (and weights) back to the job
+        trainer.callback_metrics["train/steps"] = torch.tensor(trainer.global_step)
+        if self.median_ms is not None:
+            trainer.callback_metrics["train/step_ms"] = torch.tensor(self.median_ms, dtype=torch.float64)
+
     @property
     def median_ms(self) -> float | None:
         return round(1000 * statistics.median(self.times), 3) if self.times else None
@@ -239,6 +266,7 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     job_index = hydra_cfg.job.num if hydra_cfg.mode.name == "MULTIRUN" else None
     try:
+        check_launch(cfg, multirun=job_index is not None)
         run(cfg, Path(hydra_cfg.runtime.output_dir), job_index)
     except (ConfigError, DataError, RecordError, PretrainedWeightsError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

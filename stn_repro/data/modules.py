@@ -13,6 +13,13 @@ Splits: the test set is generated once from the test digits with a fixed seed (`
 every run); the validation set is the last ``val_size`` samples of a seeded permutation of the generated
 training set; the remaining training samples are distorted once (cached) or, with ``resample_every_epoch``,
 re-distorted every epoch on the training device from the same digits.
+
+Several processes (DDP): the profile's batch size is the *global* batch. Every process walks the same seeded order
+and takes its own equal, contiguous share of each global batch (:func:`batch_share`), so that N processes, whose
+per-process mean losses DDP averages, take the same steps as one process with the whole batch. The last
+incomplete batch of an epoch is cut to a multiple of the number of processes (at most N − 1 samples of that epoch
+are left out; the order changes every epoch). Validation and test batches are not split: every process evaluates
+the whole set, and the error metrics' synchronised sums and counts give exactly the one-process value.
 """
 
 from __future__ import annotations
@@ -33,17 +40,40 @@ from stn_repro.data.sources import DigitSet, resolve_digits
 TRUTH_KEYS_EXCLUDED = ("images", "labels")
 
 
+def batch_share(size: int, rank: int, world_size: int) -> slice:
+    """Process ``rank``'s part of a global batch of ``size`` samples split over ``world_size`` processes: equal
+    contiguous parts of ``size // world_size`` samples (the last ``size % world_size`` samples go to none)."""
+    part = size // world_size
+    return slice(rank * part, (rank + 1) * part)
+
+
+def batch_count(size: int, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
+    """Global batches per epoch of ``size`` samples: the last incomplete batch is cut to a multiple of
+    ``world_size`` (every process gets the same number of samples) and dropped when that leaves none or with
+    ``drop_last``."""
+    full, rest = divmod(size, batch_size)
+    rest -= rest % world_size
+    return full if drop_last or rest == 0 else full + 1
+
+
+def trainer_share(trainer: pl.Trainer | None) -> tuple[int, int]:
+    """``(global_rank, world_size)`` of this process under ``trainer``; ``(0, 1)`` without one."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
 class TensorBatches:
     """Batches sliced from tensors, optionally on the training device (no worker processes).
 
     Args:
         arrays: equal-length arrays; ``arrays["images"]`` uint8 ``(N, H, W)`` or ``(N, C, H, W)``.
-        batch_size: samples per batch.
+        batch_size: samples per global batch (all processes together).
         shuffle: reshuffle every epoch with a generator seeded from ``seed`` and the epoch.
         drop_last: drop the last incomplete batch.
         return_truth: also yield a dict of the other arrays.
         device: where batches are built; ``None`` keeps them on the CPU (Lightning then moves them).
         regenerate: called with the epoch number at the start of each epoch to replace ``arrays``.
+        rank, world_size: this process takes share ``rank`` of ``world_size`` of every batch (see the module
+            docstring; ``batch_size`` must be a multiple of ``world_size``).
     """
 
     def __init__(
@@ -56,9 +86,16 @@ class TensorBatches:
         return_truth: bool = False,
         device: torch.device | str | None = None,
         regenerate: Callable[[int], dict[str, Tensor]] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(
+                f"batch_size {batch_size} cannot be shared by {world_size} processes (rank {rank}): it must be a "
+                "multiple of the number of processes"
+            )
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -66,6 +103,8 @@ class TensorBatches:
         self.return_truth = return_truth
         self.device = torch.device(device) if device is not None else None
         self.regenerate = regenerate
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self._set_arrays(arrays)
 
@@ -77,8 +116,7 @@ class TensorBatches:
         self.size = len(tensors["labels"])
 
     def __len__(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
-        return full if self.drop_last or rest == 0 else full + 1
+        return batch_count(self.size, self.batch_size, self.world_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         if self.regenerate is not None:
@@ -92,15 +130,19 @@ class TensorBatches:
         self.epoch += 1
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            images = self.tensors["images"][index].float().div_(255.0)
-            if images.dim() == 3:
-                images = images[:, None]
-            labels = self.tensors["labels"][index]
-            if self.return_truth:
-                truth = {k: v[index] for k, v in self.tensors.items() if k not in TRUTH_KEYS_EXCLUDED}
-                yield images, labels, truth
-            else:
-                yield images, labels
+            yield self._batch(index, batch_share(len(index), self.rank, self.world_size))
+
+    def _batch(self, index: Tensor, share: slice) -> tuple[Tensor, ...]:
+        """This process's part ``share`` of the global batch of samples ``index``."""
+        index = index[share]
+        images = self.tensors["images"][index].float().div_(255.0)
+        if images.dim() == 3:
+            images = images[:, None]
+        labels = self.tensors["labels"][index]
+        if self.return_truth:
+            truth = {k: v[index] for k, v in self.tensors.items() if k not in TRUTH_KEYS_EXCLUDED}
+            return images, labels, truth
+        return images, labels
 
 
 class DistortedMNISTDataModule(pl.LightningDataModule):
@@ -115,7 +157,7 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
         seed: data seed of the training distortions and the validation split.
         test_seed: seed of the test set; keep it fixed so every run is tested on the same images.
         val_size: validation samples carved from the training set (int) or fraction of it (float < 1).
-        batch_size: training batch size (evaluation uses the same).
+        batch_size: training batch size, all processes together (evaluation batches have the same size).
         resample_every_epoch: re-distort the training digits every epoch (default: distort once and cache,
             as a fixed dataset; the paper does not say which it did).
         device_resident: keep the split tensors on the trainer's device and slice batches there.
@@ -247,6 +289,7 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool) -> TensorBatches:
         if not self.splits:
             raise RuntimeError("call setup() before asking for a dataloader")
+        rank, world_size = trainer_share(self.trainer) if train else (0, 1)
         return TensorBatches(
             self.splits[split],
             self.batch_size,
@@ -255,6 +298,8 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
             return_truth=self.return_truth,
             device=self._device(),
             regenerate=self._regenerate if train and self.resample_every_epoch else None,
+            rank=rank,
+            world_size=world_size,
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -38,7 +38,7 @@ from torch import Tensor
 from stn_repro.data.cache import load_or_build
 from stn_repro.data.distortions import split_seed
 from stn_repro.data.errors import DataError, one_line
-from stn_repro.data.modules import TensorBatches
+from stn_repro.data.modules import TensorBatches, trainer_share
 
 __all__ = [
     "BLANK",
@@ -367,7 +367,8 @@ class CroppedBatches(TensorBatches):
     Args:
         crop: side of the windows.
         random_crop: random windows, drawn from a generator seeded by ``seed`` and the epoch (deterministic); else
-            the centre window.
+            the centre window. With several processes, the windows of the whole global batch are drawn and each
+            process keeps its share, so that every sample is cut as one process would cut it.
         (others): as :class:`TensorBatches`.
     """
 
@@ -380,18 +381,29 @@ class CroppedBatches(TensorBatches):
         shuffle: bool = False,
         seed: int = 0,
         device: torch.device | str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        super().__init__(arrays, batch_size, shuffle=shuffle, seed=seed, device=device)
+        super().__init__(
+            arrays, batch_size, shuffle=shuffle, seed=seed, device=device, rank=rank, world_size=world_size
+        )
         self.crop = crop
         self.random_crop = random_crop
+        self._generator: torch.Generator | None = None
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        generator = None
+        self._generator = None
         if self.random_crop:
             state = np.random.SeedSequence([self.seed, self.epoch, _CROP_STREAM]).generate_state(1)[0]
-            generator = torch.Generator().manual_seed(int(state))
-        for images, labels in super().__iter__():
-            yield crop_batch(images, self.crop, generator), labels
+            self._generator = torch.Generator().manual_seed(int(state))
+        yield from super().__iter__()
+
+    def _batch(self, index: Tensor, share: slice) -> tuple[Tensor, ...]:
+        if self._generator is None:
+            images, labels = super()._batch(index, share)
+            return crop_batch(images, self.crop), labels
+        images, labels = super()._batch(index, slice(None))
+        return crop_batch(images, self.crop, self._generator)[share], labels[share]
 
 
 # -- data module -------------------------------------------------------------------------------------------------
@@ -611,12 +623,11 @@ class SVHNDataModule(pl.LightningDataModule):
         if not self.splits:
             raise RuntimeError("call setup() before asking for a dataloader")
         arrays, device = self.splits[split], self._device()
+        rank, world_size = trainer_share(self.trainer) if train else (0, 1)
+        common = {"shuffle": train, "seed": self.seed, "device": device, "rank": rank, "world_size": world_size}
         if self.crop is None:
-            return TensorBatches(arrays, self.batch_size, shuffle=train, seed=self.seed, device=device)
-        random_crop = train and self.random_crop
-        return CroppedBatches(
-            arrays, self.batch_size, self.crop, random_crop, shuffle=train, seed=self.seed, device=device
-        )
+            return TensorBatches(arrays, self.batch_size, **common)
+        return CroppedBatches(arrays, self.batch_size, self.crop, train and self.random_crop, **common)
 
     def train_dataloader(self) -> TensorBatches:
         return self._loader("train", train=True)

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from stn_repro.data.distortions import split_seed
+from stn_repro.data.modules import batch_count, batch_share, trainer_share
 from stn_repro.data.sources import IMAGE_SIZE, DigitSet, resolve_digits
 from stn_repro.transformers import Affine3dFamily, normalized_to_pixel_matrix, sample
 
@@ -162,6 +163,8 @@ class VolumeBatches:
         return_truth: also yield the truth dict of :meth:`ExtrudedVolumes.generate`.
         device: where digits live and volumes are rendered (``None``: the CPU).
         start_epoch: the epoch of the first iteration (a resumed run continues its sequence).
+        rank, world_size: this process renders share ``rank`` of ``world_size`` of every batch (see
+            :func:`~stn_repro.data.modules.batch_share`; ``batch_size`` is the global batch).
     """
 
     def __init__(
@@ -176,9 +179,11 @@ class VolumeBatches:
         return_truth: bool = False,
         device: torch.device | str | None = None,
         start_epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or batch_size % world_size:
+            raise ValueError(f"batch_size must be >= 1 and a multiple of the {world_size} processes, got {batch_size}")
         device = torch.device(device or "cpu")
         self.protocol = protocol
         self.digits = digits.to(device)
@@ -189,9 +194,11 @@ class VolumeBatches:
         self.resample = resample
         self.return_truth = return_truth
         self.epoch = start_epoch
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return batch_count(len(self.labels), self.batch_size, self.world_size)
 
     def poses(self, epoch: int) -> dict[str, Tensor]:
         """The poses of every sample ``(N, 3)`` in epoch ``epoch``."""
@@ -207,8 +214,9 @@ class VolumeBatches:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            index = index[batch_share(len(index), self.rank, self.world_size)]
             device_index = index.to(self.digits.device)
             volumes, truth = self.protocol.generate(self.digits[device_index], {k: v[index] for k, v in poses.items()})
             labels = self.labels[device_index]
@@ -321,6 +329,7 @@ class VolumeMNISTDataModule(pl.LightningDataModule):
             raise RuntimeError("call setup() before asking for a dataloader")
         images, labels = self.splits[split]
         train = split == "train"
+        rank, world_size = trainer_share(self.trainer) if train else (0, 1)
         return VolumeBatches(
             self.protocol,
             torch.from_numpy(images),
@@ -332,6 +341,8 @@ class VolumeMNISTDataModule(pl.LightningDataModule):
             return_truth=self.return_truth,
             device=self._device(),
             start_epoch=self.trainer.current_epoch if train and self.trainer is not None else 0,
+            rank=rank,
+            world_size=world_size,
         )
 
     def train_dataloader(self) -> VolumeBatches:

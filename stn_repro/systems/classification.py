@@ -30,6 +30,8 @@ class ClassificationSystem(pl.LightningModule):
     """Cross-entropy training of a classifier; metrics ``train/loss``, ``val/err``, ``test/err`` (error in %).
 
     Subclasses change the task by overriding :meth:`loss` and :meth:`wrong` (e.g. sequences of digits).
+    Training scalars are averaged on the device over the trainer's ``log_every_n_steps`` and logged (and checked for
+    NaN/inf) once per interval, so the device is not synchronised every step.
 
     Args:
         model: any classifier ``(B, C, H, W) → (B, num_classes)``. Every :class:`SpatialTransformer` inside gets
@@ -85,6 +87,8 @@ class ClassificationSystem(pl.LightningModule):
         self.val_error = torchmetrics.MeanMetric()
         self.test_error = torchmetrics.MeanMetric()
         self._preview: Tensor | None = None
+        self._window: dict[str, Tensor] = {}  # sums of the logged training scalars since the last logging step
+        self._window_steps = 0
 
     def forward(self, images: Tensor):
         return self.model(images)
@@ -113,16 +117,12 @@ class ClassificationSystem(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images, labels = batch[0], batch[1]
         loss = self.loss(self.model(images), labels)
+        logged = {}
         if self.theta_loss_weight:
-            theta_loss = self.theta_loss(batch[2]["theta"])
-            self.log("train/theta_loss", theta_loss)
+            logged["train/theta_loss"] = theta_loss = self.theta_loss(batch[2]["theta"])
             loss = loss + self.theta_loss_weight * theta_loss
-        if not torch.isfinite(loss):
-            raise DivergedError(
-                f"training diverged at step {self.global_step}: the loss is {loss.item()}; "
-                "lower optim.lr or set optim.grad_clip (e.g. optim.grad_clip=1.0)"
-            )
-        self.log("train/loss", loss, prog_bar=True)
+        logged["train/loss"] = loss
+        self._log_window(logged)
         if self.theta_log_every and self.global_step % self.theta_log_every == 0:
             self._log_theta()
         if self._preview is None:
@@ -130,6 +130,31 @@ class ClassificationSystem(pl.LightningModule):
         if self.image_log_every and self.global_step % self.image_log_every == 0:
             self._log_grid_to_wandb()
         return loss
+
+    def _log_window(self, values: dict[str, Tensor]) -> None:
+        """Add this step's scalar ``values`` to running sums kept on the device; at the trainer's logging interval
+        (``log_every_n_steps``, from ``fast.log_every``) and at the last step, log their means over the window and
+        stop a run whose loss became NaN/inf (:class:`DivergedError`). One device synchronisation per interval, not
+        one per step: a non-finite step makes the window's sum non-finite, so none is missed."""
+        for name, value in values.items():
+            value = value.detach()
+            self._window[name] = self._window[name] + value if name in self._window else value
+        self._window_steps += 1
+        step, trainer = self.global_step + 1, self.trainer
+        if step % trainer.log_every_n_steps and not 0 < trainer.max_steps <= step:
+            return
+        means = {name: total / self._window_steps for name, total in self._window.items()}
+        first = step - self._window_steps
+        self._window, self._window_steps = {}, 0
+        if not torch.isfinite(means["train/loss"]):
+            raise DivergedError(
+                f"training diverged between steps {first} and {step - 1}: the mean loss of those steps is "
+                f"{means['train/loss'].item()}; "
+                "lower optim.lr or set optim.grad_clip (e.g. optim.grad_clip=1.0)"
+            )
+        self.log("train/loss", means.pop("train/loss"), prog_bar=True)
+        if means:
+            self.log_dict(means)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self.val_error.update(self.wrong(self.model(batch[0]), batch[1]))

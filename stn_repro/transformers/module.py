@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from stn_repro.transformers.families import TransformFamily, get_family
-from stn_repro.transformers.sampling import check_sampling_options, sample
+from stn_repro.transformers.sampling import check_sampling_options, warp
 
 
 class SpatialTransformer(nn.Module):
@@ -59,10 +59,11 @@ class SpatialTransformer(nn.Module):
         return theta
 
     def warp(self, input: Tensor, theta: Tensor) -> Tensor:
-        """Sample ``input`` ``(B, C, *spatial)`` through the transform ``theta`` ``(B, P)``."""
+        """Sample ``input`` ``(B, C, *spatial)`` through the transform ``theta`` ``(B, P)`` (in float32 or wider
+        under mixed precision: see :func:`~stn_repro.transformers.sampling.warp`)."""
         self._check_input(input)
         out_size = self.out_size or tuple(input.shape[2:])
-        return sample(input, self.family.grid(theta, out_size), self.mode, self.padding_mode)
+        return warp(input, theta, lambda params: self.family.grid(params, out_size), self.mode, self.padding_mode)
 
     def forward(self, input: Tensor) -> Tensor:
         self.theta = self.predict_theta(input)

@@ -14,11 +14,16 @@ Convention (used by every grid, every sampler call and the data generator):
 Float32 note: a normalised coordinate carries about ``n * 6e-8`` px of rounding, so the identity warp is exact
 for power-of-two sizes and within ``~2e-7 * n`` of the input otherwise (``3e-6`` at 28 px); in float64 it is exact
 to ``1e-12``. Base grids are computed in float64 and rounded once to keep that bound.
+
+Mixed precision: grids and the sampler always run in float32 or wider (:func:`warp`, :func:`sample`), with autocast
+switched off locally: a bfloat16 grid is off by up to ``n / 256`` px, and grid_sample's half-precision backward
+accumulates its gradients in half precision (slow, and inexact). Their inputs are cast up and the output back to
+the input's dtype, so a transformer inside a ``bf16-mixed`` model computes exactly what it computes in float32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import torch
@@ -62,13 +67,15 @@ def normalized_to_pixel_matrix(size: Sequence[int], *, dtype: torch.dtype = torc
     return matrix
 
 
-@lru_cache(maxsize=64)
-def _cached_base_grid(size: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+def _base_grid(size: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     axes = [pixel_centres(n, device=device, dtype=torch.float64) for n in size]
     mesh = torch.meshgrid(*axes, indexing="ij")  # z, y, x order of the size
     coords = [m for m in reversed(mesh)]  # x, y[, z]
     coords.append(torch.ones_like(mesh[0]))
     return torch.stack(coords, dim=-1).to(dtype)
+
+
+_cached_base_grid = lru_cache(maxsize=64)(_base_grid)
 
 
 def base_grid(
@@ -83,7 +90,10 @@ def base_grid(
         ``(H, W, 3)`` holding ``(x, y, 1)``, or ``(D, H, W, 4)`` holding ``(x, y, z, 1)``. Cached per
         size/device/dtype; treat as read-only.
     """
-    return _cached_base_grid(tuple(int(s) for s in size), torch.device(device or "cpu"), dtype)
+    key = (tuple(int(s) for s in size), torch.device(device or "cpu"), dtype)
+    if torch.compiler.is_compiling():
+        return _base_grid(*key)  # traced into the compiled graph (torch.compile does not trace through lru_cache)
+    return _cached_base_grid(*key)
 
 
 def check_sampling_options(mode: str, padding_mode: str) -> None:
@@ -94,17 +104,45 @@ def check_sampling_options(mode: str, padding_mode: str) -> None:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
 
 
+def sampling_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype grids and the sampler compute in for data of ``dtype``: float32, or float64 for float64 data."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def warp(
+    input: Tensor,
+    theta: Tensor,
+    make_grid: Callable[[Tensor], Tensor],
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """Sample ``input`` through the grid ``make_grid(theta)``, both in :func:`sampling_dtype` with autocast off.
+
+    Args:
+        input: ``(B, C, *spatial)``, any float dtype (e.g. bfloat16 feature maps under autocast).
+        theta: ``(B, P)`` transform parameters; cast to the sampling dtype before ``make_grid`` sees them.
+        make_grid: ``theta → (B, *out_spatial, d)`` normalised grid (a family's ``grid`` at a fixed size).
+        mode, padding_mode: see :func:`sample`.
+
+    Returns:
+        ``(B, C, *out_spatial)`` in ``input``'s dtype.
+    """
+    with torch.autocast(input.device.type, enabled=False):
+        grid = make_grid(theta.to(sampling_dtype(input.dtype)))
+        return sample(input, grid, mode, padding_mode)
+
+
 def sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: str = "zeros") -> Tensor:
-    """Read ``input`` at the normalised locations of ``grid``.
+    """Read ``input`` at the normalised locations of ``grid``, in :func:`sampling_dtype` with autocast off.
 
     Args:
         input: ``(B, C, H_in, W_in)`` or ``(B, C, D_in, H_in, W_in)``.
-        grid: ``(B, H, W, 2)`` or ``(B, D, H, W, 3)`` from a transform family; cast to ``input``'s dtype.
+        grid: ``(B, H, W, 2)`` or ``(B, D, H, W, 3)`` from a transform family.
         mode: ``"bilinear"`` (trilinear on volumes) or ``"nearest"``.
         padding_mode: value outside the input: ``"zeros"``, ``"border"`` or ``"reflection"``.
 
     Returns:
-        ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        ``(B, C, H, W)`` or ``(B, C, D, H, W)`` in ``input``'s dtype.
     """
     check_sampling_options(mode, padding_mode)
     if input.dim() != grid.dim() or grid.shape[-1] != input.dim() - 2 or grid.shape[0] != input.shape[0]:
@@ -112,4 +150,9 @@ def sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: st
             f"input (B, C, *spatial) and grid (B, *out_spatial, {input.dim() - 2}) do not match: "
             f"got input {tuple(input.shape)} and grid {tuple(grid.shape)}"
         )
-    return F.grid_sample(input, grid.to(input.dtype), mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS)
+    dtype = sampling_dtype(input.dtype)
+    with torch.autocast(input.device.type, enabled=False):
+        output = F.grid_sample(
+            input.to(dtype), grid.to(dtype), mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS
+        )
+    return output.to(input.dtype)
