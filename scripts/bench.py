@@ -7,12 +7,15 @@ step; after warm-up; median of timed windows) of three loops over the same model
 
 1. **framework**: the real run, ``stn_repro.train.run`` on the composed Hydra config (data module with resident
    data, Lightning system, CSV logger, checkpoint and step-timer callbacks), timed by a callback;
-2. **bare**: a plain PyTorch loop over the same model on pre-loaded float tensors, batches by index (the practical
-   upper bound of eager PyTorch);
+2. **bare**: a plain PyTorch loop over the same model (with the framework's default ``fast`` options, e.g.
+   channels-last) on pre-loaded float tensors, batches by index (the practical upper bound of eager PyTorch);
 3. **tutorial**: the PyTorch STN tutorial's loop: ``torchvision.datasets.MNIST`` (the same uint8 images, written as
    IDX files) with per-sample ``ToTensor() + Normalize((0.1307,), (0.3081,))``, a shuffling ``DataLoader`` with
    worker processes, ``.to(device)`` per batch, ``nll_loss(log_softmax)``, SGD, ``loss.item()`` printed every 500
-   batches (to a null sink).
+   batches (to a null sink); the model as built (NCHW), as users run it today.
+
+The three loops run in turn ``--rounds`` times for each model and each loop's windows are pooled, so that slow
+drifts of the machine's speed hit all three alike.
 
 Then: the fast-path options one at a time on ST-CNN Aff RTS (``fast.*``, ``trainer.precision``), several training
 processes at once against one, the framework path on R (28×28) for every model, the time to generate each dataset
@@ -50,6 +53,7 @@ from bench_models import synchronize, time_windows
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from stn_repro.fast import apply_fast_options
 from stn_repro.tasks import get_task
 from stn_repro.train import quiet_lightning, run
 
@@ -67,8 +71,10 @@ NAMES = {
     "st_cnn_tps": "ST-CNN TPS",
 }
 SIZE_OF = {"r": 28, "p": 28, "e": 28, "rts": 42}  # Table 1's datasets: R, P and E share the 28×28 models
-OPTIONS = {  # label → overrides of the framework path (on top of the defaults in conf/train.yaml)
-    "defaults": [],
+BASELINE = "every option off"
+OPTIONS = {  # label → overrides of the framework path; each option alone on top of BASELINE (the first row)
+    BASELINE: ["fast.channels_last=false", "fast.compile=false", "trainer.precision=32-true"],
+    "defaults (conf/train.yaml)": [],
     "log and check every step (fast.log_every=1; for comparison)": ["fast.log_every=1"],
     "channels-last (fast.channels_last=true)": ["fast.channels_last=true"],
     "bf16 mixed, sampler fp32 (trainer.precision=bf16-mixed)": ["trainer.precision=bf16-mixed"],
@@ -79,7 +85,7 @@ OPTIONS = {  # label → overrides of the framework path (on top of the defaults
     ],
 }
 CUDA_ONLY = ("CUDA graphs (fast.compile=true fast.compile_mode=reduce-overhead)",)
-NOT_CANDIDATES = ("defaults", "log and check every step (fast.log_every=1; for comparison)")
+NOT_CANDIDATES = (BASELINE, "defaults (conf/train.yaml)", "log and check every step (fast.log_every=1; for comparison)")
 WINS = 1.05  # an option "wins" with at least 5% more images/s than the defaults, measured in the same run
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -121,6 +127,22 @@ def summary(seconds_per_step: list[float], batch: int, **extra: Any) -> dict[str
     """Images/s of the median window, and the raw windows."""
     median = statistics.median(seconds_per_step)
     return {"images_per_s": batch / median, "s_per_step": median, "windows_s_per_step": seconds_per_step, **extra}
+
+
+def combine_rounds(rounds: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """One path's measurements of several rounds as one: images/s of the median window over all rounds, each
+    round's own figure in ``rounds_images_per_s``, the highest peak memory."""
+    key = "windows_s_per_step" if "windows_s_per_step" in rounds[0] else "windows_images_per_s"
+    windows = [window for result in rounds for window in result[key]]
+    rates = [batch / window for window in windows] if key == "windows_s_per_step" else windows
+    combined = {**rounds[0], key: windows, "images_per_s": statistics.median(rates)}
+    combined["s_per_step"] = batch / combined["images_per_s"]
+    combined["rounds_images_per_s"] = [result["images_per_s"] for result in rounds]
+    peaks = [result["peak_mb"] for result in rounds if result.get("peak_mb") is not None]
+    combined["peak_mb"] = max(peaks, default=None)
+    if "worker_peak_mb" in rounds[0]:
+        combined["worker_peak_mb"] = max(result["worker_peak_mb"] for result in rounds)
+    return combined
 
 
 class WindowTimer(pl.Callback):
@@ -227,10 +249,12 @@ def evaluation_rate(model: torch.nn.Module, data: Any, args, device: torch.devic
 
 
 def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device) -> dict[str, Any]:
-    """Path 2: SGD on pre-loaded tensors on ``device``, batches by index from a seeded permutation."""
+    """Path 2: SGD on pre-loaded tensors on ``device``, batches by index from a seeded permutation; the model with
+    the same ``fast`` options as the framework's defaults (e.g. channels-last), so that 1 vs 2 is the framework's
+    overhead alone."""
     train = data.splits["train"]
     images, labels = float_images(train["images"]).to(device), torch.from_numpy(train["labels"]).to(device)
-    model.to(device).train()
+    apply_fast_options(model, cfg.fast).to(device).train()
     optimiser = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     generator = torch.Generator().manual_seed(0)
     batch, state = args.batch, {"order": torch.randperm(len(labels), generator=generator).to(device), "next": 0}
@@ -395,17 +419,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for dataset in [args.compare, *args.project]:
         for model in args.models:
             cell = f"{model}_{dataset}"
-            figures["framework"][cell] = framework = framework_path(cell, args, args.work)
-            line = f"{cell}: framework {framework['images_per_s']:.0f} images/s"
+            if dataset != args.compare:
+                figures["framework"][cell] = framework_path(cell, args, args.work)
+            else:  # the three loops in turn, args.rounds times: slow drifts of the machine hit all three alike
+                rounds: dict[str, list[dict[str, Any]]] = {"framework": [], "bare": [], "tutorial": []}
+                for _ in range(args.rounds):
+                    rounds["framework"].append(framework_path(cell, args, args.work))
+                    data, net, cfg = cell_data_and_model(cell, args, args.work)
+                    rounds["bare"].append(bare_loop(net, data, cfg, args, device))
+                    data, net, cfg = cell_data_and_model(cell, args, args.work)
+                    rounds["tutorial"].append(tutorial_loop(net, data, cfg, args, device, args.work))
+                for path, results in rounds.items():
+                    figures[path][cell] = combine_rounds(results, args.batch)
+            framework = figures["framework"][cell]
             data, net, cfg = cell_data_and_model(cell, args, args.work)
             framework["eval_images_per_s"] = evaluation_rate(net, data, args, device)
-            if dataset == args.compare:
-                data, net, cfg = cell_data_and_model(cell, args, args.work)
-                figures["bare"][cell] = bare = bare_loop(net, data, cfg, args, device)
-                data, net, cfg = cell_data_and_model(cell, args, args.work)
-                figures["tutorial"][cell] = tutorial_loop(net, data, cfg, args, device, args.work)
-                line += f", bare {bare['images_per_s']:.0f}, tutorial {figures['tutorial'][cell]['images_per_s']:.0f}"
-            say(line)
+            measured = [path for path in ("framework", "bare", "tutorial") if cell in figures[path]]
+            say(f"{cell}: " + ", ".join(f"{path} {figures[path][cell]['images_per_s']:.0f}" for path in measured))
 
     cell = args.options_cell
     for label, overrides in OPTIONS.items():
@@ -413,7 +443,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if "fast.compile=true" in overrides and args.skip_compile:
             continue
-        figures["options"][label] = framework_path(cell, args, args.work, *overrides)
+        on_top = OPTIONS[BASELINE] if label not in (BASELINE, "defaults (conf/train.yaml)") else []
+        figures["options"][label] = framework_path(cell, args, args.work, *on_top, *overrides)
         say(f"{cell} {label}: {figures['options'][label]['images_per_s']:.0f} images/s")
 
     if args.processes > 1:
@@ -470,6 +501,7 @@ def environment(args: argparse.Namespace, device: torch.device, wall_s: float) -
             "n_train_digits": args.n_train,
             "val_size": args.val_size,
             "tutorial_workers": args.workers,
+            "rounds": args.rounds,
         },
         "wall_s": wall_s,
     }
@@ -499,13 +531,14 @@ def render(all_figures: dict[str, dict[str, Any]]) -> str:
         "Generated by `scripts/bench.py` from `results/bench.json` (raw figures: every timed window). Each device's",
         "figures come from one run of the harness, all paths in the same process on the same device, same models,",
         "weights and images. Images/s: training (forward + backward + optimiser step), after warm-up, median of the",
-        "timed windows. **framework**: `stn_repro.train.run` itself (Hydra config, device-resident data module,",
-        "Lightning system, CSV logger, checkpoint callback); **bare**: a plain PyTorch loop on pre-loaded tensors;",
+        "timed windows (the three loops in turn, in rounds; windows pooled). **framework**: `stn_repro.train.run`",
+        "itself (Hydra config, device-resident data module, Lightning system, CSV logger, checkpoint callback, the",
+        "default `fast` options); **bare**: a plain PyTorch loop on pre-loaded tensors, same model options;",
         "**tutorial**: the PyTorch STN tutorial's loop (`torchvision.datasets.MNIST` with per-sample `ToTensor()` +",
         "`Normalize`, `DataLoader(shuffle=True, num_workers=…)`, `.to(device)` per batch, `nll_loss(log_softmax)`,",
-        "a `loss.item()` print every 500 batches). Peak memory: CUDA memory allocated, or on CPU the peak resident set",
-        "of the process during the timed steps (the whole process: Python, libraries, the data); the tutorial's worker",
-        "processes are given separately.",
+        "a `loss.item()` print every 500 batches; the model as built). Peak memory: CUDA memory allocated, or on CPU",
+        "the peak resident set of the process during the timed steps (the whole process: Python, libraries, the data);",
+        "the tutorial's worker processes are given separately.",
         "",
     ]
     for device_type in ("cpu", "cuda"):
@@ -538,7 +571,8 @@ def render_device(title: str, figures: dict[str, Any]) -> list[str]:
         f"- command: `{env['command']}` ({env['wall_s'] / 60:.1f} min)",
         f"- batch {settings['batch']}; {settings['warmup']} warm-up steps, then {settings['windows']} windows of "
         f"{settings['steps']} steps; data: {settings['n_train_digits']:,} digits (the bundled 5,000 tiled), "
-        f"{settings['val_size']} held out; tutorial DataLoader workers: {settings['tutorial_workers']}",
+        f"{settings['val_size']} held out; tutorial DataLoader workers: {settings['tutorial_workers']}; "
+        f"{settings.get('rounds', 1)} round(s) of the three loops in turn, their windows pooled",
         "",
     ]
     compare = list(figures["bare"])
@@ -548,8 +582,8 @@ def render_device(title: str, figures: dict[str, Any]) -> list[str]:
             f"### Training images/s on {dataset}, the three loops side by side",
             "",
             "| model | parameters | framework | bare loop | tutorial loop | framework / bare | framework / tutorial "
-            "| peak MB framework / bare / tutorial (+ workers) |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
+            "| framework − bare, ms / step | peak MB framework / bare / tutorial (+ workers) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for cell in compare:
             one, two, three = figures["framework"][cell], figures["bare"][cell], figures["tutorial"][cell]
@@ -557,6 +591,7 @@ def render_device(title: str, figures: dict[str, Any]) -> list[str]:
                 f"| {NAMES[cell.rsplit('_', 1)[0]]} | {one['params']:,} | {one['images_per_s']:,.0f} | "
                 f"{two['images_per_s']:,.0f} | {three['images_per_s']:,.0f} | "
                 f"{one['images_per_s'] / two['images_per_s']:.3f} | {one['images_per_s'] / three['images_per_s']:.2f} "
+                f"| {1000 * (one['s_per_step'] - two['s_per_step']):+,.1f} "
                 f"| {_mb(one['peak_mb'])} / {_mb(two['peak_mb'])} / {_mb(three['peak_mb'])} "
                 f"(+ {_mb(three['worker_peak_mb'])}) |"
             )
@@ -600,14 +635,16 @@ def render_options(figures: dict[str, Any]) -> list[str]:
     options = figures["options"]
     if not options:
         return []
-    base = options["defaults"]["images_per_s"]
+    base = options[BASELINE]["images_per_s"]
     lines = [
         "### Fast-path options, one at a time (ST-CNN Aff, RTS; the framework path)",
         "",
-        f'"wins": at least {100 * (WINS - 1):.0f}% more images/s than the defaults in this run. Warm-up: the '
-        "first steps (where `torch.compile` compiles) until the first timed window.",
+        f'Each option alone on top of "{BASELINE}" (float32, eager, NCHW; logging every `fast.log_every` steps); '
+        f'"wins": at least {100 * (WINS - 1):.0f}% more images/s than "{BASELINE}" in this run, the condition for '
+        "an option to be on by default. Warm-up: the first steps (where `torch.compile` compiles) until the first "
+        "timed window.",
         "",
-        "| option | images/s | vs defaults | warm-up s | peak MB | wins |",
+        f"| option | images/s | vs {BASELINE} | warm-up s | peak MB | wins |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for label, f in options.items():
@@ -683,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
     parser.add_argument("--windows", type=int, default=3, help="timed windows (the median is reported)")
     parser.add_argument("--steps", type=int, default=4, help="steps per timed window")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the three loops in turn (windows pooled)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--compare", default="rts", choices=sorted(SIZE_OF), help="dataset of the 3-loop table")
     parser.add_argument("--project", nargs="*", default=["r"], choices=sorted(SIZE_OF),
