@@ -10,7 +10,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from stn_repro.config import ConfigError, validate
-from stn_repro.data import sources
 from stn_repro.data.distortions import get_distortion
 from stn_repro.models.colocalisation import (
     EMBEDDING_DEFAULTS,
@@ -31,20 +30,14 @@ from stn_repro.systems.colocalisation import (
     triplet_hinge_loss,
 )
 from stn_repro.tasks.colocalisation import ClassBalancedBatches, choose_per_class
-from stn_repro.train import quiet_lightning, run
+from stn_repro.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CELLS = list(OmegaConf.load(CONF / "suite" / "colocalisation.yaml").cells)
 TINY_EMBEDDING = {"channels": [4, 8], "hidden": 16, "iterations": 3, "batch_size": 8}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
-    quiet_lightning()
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _compose(cell, *overrides):

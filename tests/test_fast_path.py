@@ -13,11 +13,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from stn_repro.config import ConfigError, validate
-from stn_repro.data import sources
 from stn_repro.fast import apply_fast_options
 from stn_repro.models import build_matched_model
 from stn_repro.systems import ClassificationSystem
-from stn_repro.train import config_hash, quiet_lightning, run
+from stn_repro.train import config_hash, run
 from stn_repro.transformers import SpatialTransformer, conv_localisation, get_family
 from stn_repro.transformers.sampling import sample
 
@@ -34,18 +33,7 @@ LOG_EVERY = 50
 TOLERANCE = {"fp32": (0.02, 2.5), "bf16": (0.05, 3.5)}  # (loss, test error points)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
-    quiet_lightning()
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _config(tmp_path, data_root, *overrides):

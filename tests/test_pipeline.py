@@ -9,30 +9,17 @@ from omegaconf import OmegaConf
 
 from stn_repro import reproduce
 from stn_repro.config import ConfigError, validate
-from stn_repro.data import sources
 from stn_repro.models import STClassifier, build_matched_model, count_parameters
 from stn_repro.results.records import find_record, load_records, read_record
 from stn_repro.systems import ClassificationSystem
-from stn_repro.train import config_hash, quiet_lightning, run
+from stn_repro.train import config_hash, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SUITES = {path.stem: OmegaConf.load(path).cells for path in sorted(CONF.glob("suite/*.yaml")) if path.stem != "smoke"}
 MNIST_CELLS = SUITES["table1"] + SUITES["cluttered"] + SUITES["addition"]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
-    quiet_lightning()
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """Caches shared by the module's runs (the bundled sample, generated once per distortion)."""
-    return tmp_path_factory.mktemp("data")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _compose(cell, *overrides):

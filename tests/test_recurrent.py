@@ -12,14 +12,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from stn_repro.config import ConfigError, validate
-from stn_repro.data import sources
 from stn_repro.models.recurrent import RecurrentSPN, SequenceCNN, build_sequence_model
 from stn_repro.results.records import load_records
 from stn_repro.results.tables import build_tables
 from stn_repro.systems import ClassificationSystem
 from stn_repro.systems.digits import DigitSequenceSystem
 from stn_repro.tasks import sequences
-from stn_repro.train import quiet_lightning, run
+from stn_repro.train import run
 from stn_repro.transformers import get_family, sample
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -27,19 +26,7 @@ CELLS = list(OmegaConf.load(CONF / "suite" / "rnn_spn.yaml").cells)
 CANVAS = (1, 100, 100)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
-    quiet_lightning()
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """The SEQ caches of the bundled sample, generated once for the module's runs."""
-    return tmp_path_factory.mktemp("data")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _compose(cell, *overrides):

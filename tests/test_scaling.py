@@ -17,7 +17,6 @@ from test_pipeline import CONF, _tiny
 
 from stn_repro import reproduce
 from stn_repro.config import ConfigError, validate
-from stn_repro.data import sources
 from stn_repro.data.modules import TensorBatches, batch_count
 from stn_repro.data.svhn import CroppedBatches
 from stn_repro.data.volumes import ExtrudedVolumes, VolumeBatches
@@ -25,21 +24,9 @@ from stn_repro.results.records import load_records
 from stn_repro.scaling import check_launch, resume_checkpoint
 from stn_repro.systems import ClassificationSystem
 from stn_repro.tasks import get_task
-from stn_repro.train import quiet_lightning, run
+from stn_repro.train import run
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
-    quiet_lightning()
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _arrays(n: int = 23, side: int = 6) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from stn_repro.models import count_parameters
 from stn_repro.models.volumes import build_matched_volume_model, build_volume_model, depth_projection
 from stn_repro.results.records import load_records
 from stn_repro.results.tables import build_tables
-from stn_repro.train import quiet_lightning, run
+from stn_repro.train import run
 from stn_repro.transformers import Affine3dFamily, sample
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -23,13 +23,7 @@ CELLS = list(OmegaConf.load(CONF / "suite" / "mnist3d.yaml").cells)
 LOCALISATION = {"channels": (8, 16), "kernel_size": 3, "downsample": 4, "hidden": (20,)}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(sources, "_download_with_torchvision", refuse)
-    quiet_lightning()
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture(scope="module")
