@@ -27,9 +27,9 @@ def _compose(cell, *overrides):
         return compose("train", overrides=[f"experiment={cell}", *overrides])
 
 
-def _tiny(cell, tmp_path, data_root, *overrides):
-    return _compose(
-        cell,
+def tiny_overrides(tmp_path, data_root):
+    """Two steps at batch 8 on the bundled sample, every output under ``tmp_path``."""
+    return [
         "profile.iterations=2",
         "profile.val_every=2",
         "profile.batch_size=8",
@@ -39,8 +39,11 @@ def _tiny(cell, tmp_path, data_root, *overrides):
         f"paths.runs={tmp_path / 'runs'}",
         f"paths.checkpoints={tmp_path / 'ckpt'}",
         f"paths.results={tmp_path / 'results'}",
-        *overrides,
-    )
+    ]
+
+
+def _tiny(cell, tmp_path, data_root, *overrides):
+    return _compose(cell, *tiny_overrides(tmp_path, data_root), *overrides)
 
 
 def test_suites_list_every_experiment_file_once():

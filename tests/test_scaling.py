@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_pipeline import CONF, _tiny
+from test_pipeline import CONF, _tiny, tiny_overrides
 
 from stn_repro import reproduce
 from stn_repro.config import ConfigError, validate
@@ -271,21 +271,8 @@ def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_ex
 
 
 def _reproduce(tmp_path, data_root, *extra):
-    arguments = [
-        "suite=smoke",
-        "profile=quick",
-        "profile.iterations=2",
-        "profile.val_every=2",
-        "profile.batch_size=8",
-        "data.val_size=16",
-        "data.source=bundled",
-        f"paths.data={data_root}",
-        f"paths.runs={tmp_path / 'runs'}",
-        f"paths.checkpoints={tmp_path / 'ckpt'}",
-        f"paths.results={tmp_path / 'results'}",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        *extra,
-    ]
+    arguments = ["suite=smoke", "profile=quick", *tiny_overrides(tmp_path, data_root)]
+    arguments += [f"hydra.sweep.dir={tmp_path / 'multirun'}", *extra]
     assert reproduce.main(arguments) == 0
     return load_records(tmp_path / "runs", "table1")
 
