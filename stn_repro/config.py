@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.results.reference import paper_value
@@ -84,9 +85,14 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "optim.grad_clip", 0.0)
     check_number(cfg, "optim.theta_loss_weight", 0.0)
     check_choice(cfg, "trainer.accelerator", ACCELERATORS)
+    accelerator = get_value(cfg, "trainer.accelerator")
+    check(accelerator not in ("gpu", "cuda") or torch.cuda.is_available(), "trainer.accelerator", accelerator,
+          "cpu here: no CUDA device is visible (torch.cuda.is_available() is False); use trainer=cpu")  # fmt: skip
+    check(isinstance(get_value(cfg, "rerun"), bool), "rerun", get_value(cfg, "rerun"), "true or false")
     check_positive_int(cfg, "trainer.num_nodes")
     check_trainer_processes(cfg)
     check_fast_path(cfg)
+    check_positive_int(cfg, "progress.every")
     for flag in ("logger.csv", "logger.wandb"):
         check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
     paper = get_value(cfg, "paper")

@@ -4,31 +4,41 @@
 
 ``profile=auto`` (the default) picks ``paper`` when CUDA and the suite's full dataset are available and ``quick``
 otherwise, and says so. A suite may map ``quick`` / ``paper`` to its own profile files (``profiles:`` in
-``conf/suite/<suite>.yaml``, e.g. ``svhn_quick``). Before anything trains, every cell is validated and the suite's
+``conf/suites/<suite>.yaml``, e.g. ``svhn_quick``). Before anything trains, every cell is validated and the suite's
 data (and pretrained weights) are checked: a suite whose data is missing stops with one message saying where to
-put it, and its table is written with every cell ``not run`` and the reason. Cells whose records exist for the same
-configuration are skipped by ``stn_repro.train``; tables are built from the records alone.
+put it, and its table is written with every cell ``not run`` and the reason (a table built from runs is never
+replaced by one). Cells whose records exist for the same configuration are skipped by ``stn_repro.train``
+(``rerun=true`` trains them again, keeping the old records aside).
+
+Tables come from exactly the records of the runs this command defines. With no override that changes a result,
+they are the suite's canonical runs, and the tables go to ``results/``; with one (e.g. ``profile.iterations=20``,
+or the smoke suite, whose cells are recorded as suite ``smoke``), the runs are variants and their tables go to the
+multirun's folder (``multirun/<suite>/<time>/tables/``): ``results/`` is never touched by them.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from stn_repro.cli import one_line
 from stn_repro.config import ConfigError, validate
 from stn_repro.data.errors import DataError
+from stn_repro.identity import CONF_DIR, compose_config, config_hash, protocol_overrides
 from stn_repro.models.cub import PretrainedWeightsError
-from stn_repro.results.records import RecordError, load_records
+from stn_repro.results.records import RecordError, RunRecord, find_record
 from stn_repro.results.tables import TableError, build_not_run_tables, build_tables
-from stn_repro.tasks import preflight
+from stn_repro.tasks import get_task, preflight
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PROFILES = ("auto", "quick", "paper")
 
 
@@ -46,8 +56,8 @@ def parse_arguments(argv: list[str]) -> tuple[list[str], str, list[str]]:
         else:
             overrides.append(argument)
     for suite in suites:
-        if not (CONF_DIR / "suite" / f"{suite}.yaml").exists():
-            known = sorted(p.stem for p in (CONF_DIR / "suite").glob("*.yaml"))
+        if not (CONF_DIR / "suites" / f"{suite}.yaml").exists():
+            known = sorted(p.stem for p in (CONF_DIR / "suites").glob("*.yaml"))
             raise ConfigError(f"unknown suite {suite!r}; expected one of {', '.join(known)}")
     return suites, profile, overrides
 
@@ -77,18 +87,40 @@ def choose_profile(profile: str, source: dict) -> tuple[str, str]:
     return "quick", "; ".join(reasons)
 
 
-def _compose(cell: str, profile: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={cell}", f"profile={profile}", *overrides])
+def _compose(cell: str, profile: str, overrides: list[str], suite: str) -> DictConfig:
+    try:
+        return compose_config([f"experiment={cell}", f"profile={profile}", f"suite={suite}", *overrides])
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(one_line(error)) from None
+
+
+@dataclass
+class PlannedRun:
+    """One run of a suite: where its record will be, and whether it is canonical."""
+
+    cell: str
+    seed: int
+    runs_root: Path
+    config_hash: str
+    canonical: bool
+    overrides: list[str]
+
+    def record(self, suite: str) -> RunRecord | None:
+        return find_record(self.runs_root, suite, self.cell, self.seed, self.config_hash)
 
 
 @dataclass
 class SuitePlan:
-    """A checked suite, ready to run: its cells' composed configs and the profile file they use."""
+    """A checked suite, ready to run: its cells' composed configs, the profile file they use and every run."""
 
     name: str
     profile: str
     configs: dict[str, DictConfig]
+    runs: list[PlannedRun] = field(default_factory=list)
+
+    @property
+    def canonical(self) -> bool:
+        return all(run.canonical for run in self.runs)
 
 
 def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
@@ -98,27 +130,34 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
         DataError, PretrainedWeightsError: the suite's data or weights are missing (its table says "not run").
         ConfigError: a cell's configuration is invalid.
     """
-    suite = OmegaConf.load(CONF_DIR / "suite" / f"{name}.yaml")
+    suite = OmegaConf.load(CONF_DIR / "suites" / f"{name}.yaml")
     cells = list(suite.cells)
-    first = _compose(cells[0], profile_file(suite, "quick" if profile == "auto" else profile), overrides)
+    first = _compose(cells[0], profile_file(suite, "quick" if profile == "auto" else profile), overrides, name)
     try:
         source = preflight(first)
     except (DataError, PretrainedWeightsError) as error:
-        papers = {c: _compose(c, "quick", overrides).paper for c in cells}
+        papers = {c: _compose(c, "quick", overrides, name).paper for c in cells}
         ours = {c.split("/")[-1]: (paper.row, paper.column) for c, paper in papers.items()}
         paths = build_not_run_tables(name, first.paper.table, ours, str(error), Path(first.paths.results))
-        print(f"{name}: not run -> {', '.join(str(p) for p in paths.values())}", flush=True)
+        done = f"not run -> {', '.join(map(str, paths.values()))}" if paths else "not run (its table from runs is kept)"
+        print(f"{name}: {done}", flush=True)
         raise type(error)(f"suite {name} not run: {error}") from None
     chosen, why = choose_profile(profile, source)
     print(f"stn-repro: suite {name}: profile {chosen} ({why})", flush=True)
     profile_name = profile_file(suite, chosen)
-    configs = {cell: _compose(cell, profile_name, overrides) for cell in cells}
-    for cell, cfg in configs.items():
+    plan = SuitePlan(name, profile_name, {cell: _compose(cell, profile_name, overrides, name) for cell in cells})
+    for cell, cfg in plan.configs.items():
         try:
             validate(cfg)
         except ConfigError as error:
             raise ConfigError(f"{cell}: {error}") from None
-    return SuitePlan(name, profile_name, configs)
+        checksum = get_task(cfg).data(cfg).source_metadata()["checksum"]
+        changed, canonical = protocol_overrides(cfg, started_from=cell)
+        root = Path(cfg.paths.runs if canonical else cfg.paths.variants)
+        for seed in cfg.profile.seeds:
+            seeded = OmegaConf.merge(cfg, {"seed": seed})
+            plan.runs.append(PlannedRun(cfg.cell, seed, root, config_hash(seeded, checksum), canonical, changed))
+    return plan
 
 
 def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
@@ -127,30 +166,58 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
     cfg = plan.configs[cells[0]]
     seeds = list(cfg.profile.seeds)
     total = len(cells) * len(seeds)
-    print(f"{plan.name}: {len(cells)} cells x {len(seeds)} seed(s) = {total} runs", flush=True)
+    sweep_dir = _sweep_dir(plan.name, overrides)
+    kind = "canonical runs" if plan.canonical else f"variant runs ({', '.join(_distinct_overrides(plan))})"
+    print(f"{plan.name}: {len(cells)} cells x {len(seeds)} seed(s) = {total} {kind} -> {sweep_dir}", flush=True)
     command = [
         sys.executable, "-m", "stn_repro.train", "--multirun",
         f"experiment={','.join(cells)}", f"seed={','.join(map(str, seeds))}", f"profile={plan.profile}",
-        f"progress={{total:{total}}}", *overrides,
+        f"suite={plan.name}", f"progress.total={total}", f"progress.started={time.time()}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *(o for o in overrides if not o.startswith("hydra.sweep.dir=")),
     ]  # fmt: skip
     status = subprocess.run(command).returncode
-    runs_root, out = Path(cfg.paths.runs), Path(cfg.paths.results)
-    for record_suite in dict.fromkeys(c.suite for c in plan.configs.values()):  # where the cells write records
-        records = [r for r in load_records(runs_root, record_suite) if r.profile == cfg.profile.name]
-        if records:
-            written = build_tables(records, out)
-            print(f"{record_suite}: {len(records)} records -> {', '.join(str(p) for p in written.values())}")
-        else:
-            print(f"{record_suite}: no finished runs yet, no table")
-    if status != 0:
-        print(f"error: some runs of suite {plan.name} failed (exit code {status}); finished runs are kept, re-run to "
-              "resume", file=sys.stderr)  # fmt: skip
-    return status
+    records = []
+    for planned in plan.runs:
+        try:
+            record = planned.record(plan.name)
+        except RecordError as error:
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        if record is not None:
+            records.append(record)
+    out = Path(cfg.paths.results) if plan.canonical else sweep_dir / "tables"
+    if records:
+        written = build_tables(records, out)
+        print(f"{plan.name}: {len(records)}/{total} records -> {', '.join(str(p) for p in written.values())}")
+    else:
+        print(f"{plan.name}: no finished runs yet, no table")
+    if status != 0 or len(records) < total:
+        print(f"error: {total - len(records)} of the {total} runs of suite {plan.name} did not finish (exit code "
+              f"{status}); finished runs are kept, re-run the same command to resume", file=sys.stderr)  # fmt: skip
+    return status or int(len(records) < total)
+
+
+def _sweep_dir(suite: str, overrides: list[str]) -> Path:
+    """The multirun's folder: ``<hydra.sweep.dir>/<suite>`` when given, else ``multirun/<suite>/<time to the µs>``."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key == "hydra.sweep.dir":
+            return Path(value) / suite
+    return Path("multirun") / suite / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
+def _distinct_overrides(plan: SuitePlan) -> list[str]:
+    return list(dict.fromkeys(o for run in plan.runs for o in run.overrides)) or ["no experiment of their own"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(argument in ("-h", "--help") for argument in argv):
+        print(__doc__)
+        return 0
     try:
-        suites, profile, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
+        suites, profile, overrides = parse_arguments(argv)
         if profile not in PROFILES and not (CONF_DIR / "profile" / f"{profile}.yaml").exists():
             raise ConfigError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
         plans, status = [], 0

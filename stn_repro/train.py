@@ -8,14 +8,13 @@ its last checkpoint; a diverging run (NaN/inf loss) stops with one message and i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -29,96 +28,77 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
+from stn_repro.cli import exit_on_bad_arguments
 from stn_repro.config import ConfigError, validate
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
+from stn_repro.identity import config_hash, git_revision, protocol_overrides
+from stn_repro.loggers import make_loggers
 from stn_repro.models import count_parameters
 from stn_repro.models.cub import PretrainedWeightsError
-from stn_repro.results.records import RecordError, RunRecord, find_record, write_record
+from stn_repro.progress import indented, interactive, progress_callback, run_summary, suite_line
+from stn_repro.results.records import (
+    RecordError,
+    RunRecord,
+    archive_record,
+    find_record,
+    record_path,
+    run_key,
+    write_record,
+)
+from stn_repro.resume import ResumeState
 from stn_repro.scaling import check_launch, describe_device, leave_process_group, resume_checkpoint, test_trainer
+from stn_repro.sweeps import SweepSummary  # noqa: F401 (registers the job_suffix resolver of hydra.sweep.subdir)
 from stn_repro.systems import DivergedError
 from stn_repro.tasks import deviations, get_task
-
-# Keys that do not change a run's result (where things go, how often it logs) stay out of its hash.
-_HASH_EXCLUDED = {
-    "paths",
-    "logger",
-    "progress",
-    "hydra",
-    "data.root",
-    "data.device_resident",
-    "profile.seeds",
-    "profile.theta_log_every",
-    "profile.image_log_every",
-    "fast",  # speed options: the same result up to float rounding (tests/test_fast_path.py)
-}
-
-
-def config_hash(cfg: DictConfig, source_checksum: str) -> str:
-    """Short hash of everything that determines the run's result: ``cfg`` and the checksum of the source digits."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in _HASH_EXCLUDED:
-        parent, _, leaf = key.rpartition(".")
-        node = tree.get(parent, {}) if parent else tree
-        node.pop(leaf, None)
-    tree["source_checksum"] = source_checksum
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def git_revision() -> str:
-    """Short commit of the working tree, ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty else "")
-
-
-def _loggers(cfg: DictConfig, output_dir: Path, source: str) -> list[pl.loggers.Logger]:
-    loggers: list[pl.loggers.Logger] = [pl.loggers.CSVLogger(output_dir, name="csv")]
-    if cfg.logger.wandb:
-        import wandb
-
-        mode = cfg.logger.mode
-        if mode == "auto":
-            mode = "online" if wandb.api.api_key else "offline"  # the key itself is never printed
-        loggers.append(
-            pl.loggers.WandbLogger(
-                project=cfg.logger.project,
-                entity=cfg.logger.entity,
-                group=f"{cfg.suite}/{cfg.cell}",
-                name=f"{cfg.cell}-seed{cfg.seed}",
-                tags=[cfg.suite, cfg.profile.name, source],
-                mode=mode,
-                save_dir=str(output_dir),
-                config=OmegaConf.to_container(cfg, resolve=True),
-            )
-        )
-    return loggers
+from stn_repro.utils import atomic_path
 
 
 def run(
-    cfg: DictConfig, output_dir: Path, job_index: int | None = None, callbacks: Sequence[pl.Callback] = ()
+    cfg: DictConfig,
+    output_dir: Path,
+    job_index: int | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    started_from: str | None = None,
+    sweep: str | None = None,
 ) -> RunRecord | None:
     """Train and test one cell and seed; returns its record (the existing one when skipped), or ``None`` on the
     DDP ranks other than 0 (rank 0 tests and records; see :mod:`stn_repro.scaling`).
 
+    A canonical run (:mod:`stn_repro.identity`) is recorded under ``paths.runs``, any other under ``paths.variants``;
+    its final weights and resolved configuration go to ``paths.models`` (:func:`run_folder`).
+
     ``job_index`` (0-based, in a sweep of ``cfg.progress.total`` jobs) only labels the progress line; ``callbacks``
-    are added to the trainer's (e.g. ``scripts/bench.py``'s step timer).
+    are added to the trainer's (e.g. ``scripts/bench.py``'s step timer); ``started_from`` is the experiment the
+    configuration was composed from (Hydra's choice), the reference of a run whose ``<suite>/<cell>`` is not one;
+    ``sweep`` is the folder of the Hydra multirun the run is a job of (its W&B group, :mod:`stn_repro.loggers`).
     """
     validate(cfg)
     task = get_task(cfg)
     data = task.data(cfg)
-    digest = config_hash(cfg, data.source_metadata()["checksum"])
-    runs_root = Path(cfg.paths.runs)
-    progress = f"cell {job_index + 1}/{cfg.progress.total}: " if cfg.progress and job_index is not None else ""
+    notes: list[str] = []  # what resolving the data says comes under the run's first line
+    data.log = notes.append
+    source = data.source_metadata()
+    data.log = indented
+    digest = config_hash(cfg, source["checksum"])
+    overrides, canonical = protocol_overrides(cfg, started_from)
+    runs_root = Path(cfg.paths.runs if canonical else cfg.paths.variants)
+    models = run_folder(cfg.paths.models, cfg.suite, cfg.cell, cfg.seed, digest)
+    check_writable(runs_root, models.parent)
+    progress = ""
+    if cfg.progress.total and job_index is not None:
+        progress = f"{suite_line(job_index, cfg.progress.total, cfg.progress.started)}: "
     what = f"{cfg.cell} on {cfg.data.get('distortion') or cfg.data.name}, seed {cfg.seed}"
-    existing = find_record(runs_root, cfg.suite, cfg.cell, cfg.seed, digest)
+    existing = _existing_record(runs_root, cfg, digest)
     if existing is not None:
-        print(f"{progress}{what}: done already ({existing.status}), skipping", flush=True)
+        print(f"{progress}{what}: done already ({existing.status}), skipping (rerun=true trains it again)", flush=True)
+        for note in notes:
+            indented(note)
         return existing
-    print(f"{progress}{what} (profile {cfg.profile.name})", flush=True)
+    kind = "canonical" if canonical else f"variant: {', '.join(overrides) or 'no experiment'}"
+    print(f"{progress}{what} ({kind}): {run_summary(cfg, source)}", flush=True)
+    for note in notes:
+        indented(note)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     data.prepare_data()
@@ -126,7 +106,12 @@ def run(
     model, description = task.model(cfg, data)
     system = task.system(cfg, apply_fast_options(model, cfg.fast), data, output_dir / "figures")
     timer = StepTimer()
-    checkpoints = Path(cfg.paths.checkpoints) / cfg.suite / cfg.cell / f"seed{cfg.seed}-{digest}"
+    resume_state = ResumeState()
+    checkpoints = run_folder(cfg.paths.checkpoints, cfg.suite, cfg.cell, cfg.seed, digest)
+    if cfg.rerun:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # a forced re-run trains from the start
+    save_config(checkpoints, cfg)
+    params, revision = count_parameters(model), git_revision()
     trainer = pl.Trainer(
         max_steps=cfg.profile.iterations,
         val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations),
@@ -139,23 +124,32 @@ def run(
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),  # a key of the DDP trainer files only
         default_root_dir=checkpoints,  # where Lightning's SLURM requeue handler saves hpc_ckpt_<n>.ckpt
         gradient_clip_val=cfg.optim.grad_clip or None,
-        logger=_loggers(cfg, output_dir, data.metadata["source"]["source"]),
+        logger=make_loggers(
+            cfg,
+            output_dir,
+            source=data.metadata["source"]["source"],
+            overrides=overrides,
+            sweep=sweep,
+            checkpoint_dir=checkpoints,
+            extra_config={"params": params, "config_hash": digest, "git_revision": revision},
+        ),
         callbacks=[
             pl.callbacks.ModelCheckpoint(
                 dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=cfg.profile.val_every
             ),
             timer,
+            resume_state,
+            progress_callback(cfg),
             *callbacks,
         ],
         limit_val_batches=1.0 if data.metadata["sizes"]["val"] else 0,
         log_every_n_steps=min(cfg.fast.log_every, cfg.profile.iterations),
         enable_model_summary=False,
-        enable_progress_bar=sys.stderr.isatty(),
+        enable_progress_bar=interactive(),
     )
     resume = resume_checkpoint(checkpoints)
     if resume is not None:
         print(f"  resuming from {resume}", flush=True)
-    start = time.perf_counter()
     status, metrics = "finished", None
     try:
         trainer.fit(system, datamodule=data, ckpt_path=resume, weights_only=True)
@@ -167,8 +161,8 @@ def run(
             raise
         status = "diverged"
         print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
-    wall = time.perf_counter() - start
     fitted = dict(trainer.callback_metrics)  # testing resets them
+    wall = float(fitted.get("train/wall_s", resume_state.wall_time_s))  # every attempt's (ddp_spawn: rank 0's)
     if status == "finished" and trainer.interrupted:
         raise KeyboardInterrupt(
             f"{cfg.cell} seed {cfg.seed} interrupted at step {trainer.global_step}; re-run to resume"
@@ -196,24 +190,81 @@ def run(
         column=cfg.paper.column if cfg.paper else None,
         seed=cfg.seed,
         profile=cfg.profile.name,
+        overrides=overrides,
+        canonical=canonical,
         status=status,
         metrics=metrics,
         data={**source, "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"]},
-        params=count_parameters(model),
+        params=params,
         iterations=int(fitted.get("train/steps", trainer.global_step)),
         batch_size=cfg.profile.batch_size,
         wall_time_s=round(wall, 2),
         device=describe_device(trainer, cfg),
-        git_revision=git_revision(),
+        git_revision=revision,
         config_hash=digest,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         deviations=deviations(cfg, source, sizes),
     )
-    path = write_record(runs_root, record)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if status == "finished":
+        save_model(models, model, cfg)
+    path = record_path(runs_root, record.suite, record.cell, record.seed, digest)
+    if path.exists():  # rerun=true: the record it replaces is kept aside
+        print(f"  replaced record kept as {archive_record(path, 'replaced')}", flush=True)
+    write_record(runs_root, record)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "run.json").write_text(json.dumps({"record": str(path), "model": str(models)}) + "\n")
+    for checkpoint in checkpoints.glob("*.ckpt"):  # the final weights are in `models`
+        checkpoint.unlink()
     result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")) if metrics else "diverged"
     print(f"  {result} ({record.params:,} parameters, {description}, {wall:.0f} s) -> {path}", flush=True)
     return record
+
+
+def run_folder(root: str | Path, suite: str, cell: str, seed: int, digest: str) -> Path:
+    """``<root>/<suite>/<cell>/seed<seed>-<hash>``: where a run keeps its checkpoints (``paths.checkpoints``) or
+    its final weights and configuration (``paths.models``)."""
+    return Path(root) / suite / cell / run_key(seed, digest)
+
+
+def save_model(folder: Path, model: torch.nn.Module, cfg: DictConfig) -> None:
+    """Write the trained ``model``'s weights (``weights.pt``, a state dict: load with ``weights_only=True``) and the
+    resolved configuration that builds it (``config.yaml``) into ``folder``, each atomically."""
+    with atomic_path(folder / "weights.pt") as tmp:
+        torch.save({name: value.contiguous() for name, value in model.state_dict().items()}, tmp)
+    save_config(folder, cfg)
+
+
+def save_config(folder: Path, cfg: DictConfig) -> None:
+    """Write the resolved ``cfg`` to ``folder/config.yaml`` (atomically): what ``stn_repro.evaluate`` rebuilds a
+    model (or a checkpoint's) from."""
+    with atomic_path(folder / "config.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+
+
+def check_writable(*folders: Path) -> None:
+    """Raise :class:`ConfigError` unless a file can be created in each of ``folders`` (made if missing): checked
+    before training, so that no finished run is lost to a folder it cannot be recorded in."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write to {folder} ({error.strerror or error}); make it writable or point paths.* elsewhere"
+            ) from None
+
+
+def _existing_record(runs_root: Path, cfg: DictConfig, digest: str) -> RunRecord | None:
+    """The finished record of this configuration, unless ``rerun=true``; a corrupt one is moved aside (and said)
+    so that the cell runs again."""
+    try:
+        record = find_record(runs_root, cfg.suite, cfg.cell, cfg.seed, digest)
+    except RecordError as error:
+        kept = archive_record(record_path(runs_root, cfg.suite, cfg.cell, cfg.seed, digest), "corrupt")
+        print(f"warning: {error}; moved to {kept}, training the cell again", file=sys.stderr, flush=True)
+        return None
+    return None if cfg.rerun else record
 
 
 class StepTimer(pl.Callback):
@@ -267,7 +318,13 @@ def main(cfg: DictConfig) -> None:
     job_index = hydra_cfg.job.num if hydra_cfg.mode.name == "MULTIRUN" else None
     try:
         check_launch(cfg, multirun=job_index is not None)
-        run(cfg, Path(hydra_cfg.runtime.output_dir), job_index)
+        run(
+            cfg,
+            Path(hydra_cfg.runtime.output_dir),
+            job_index,
+            started_from=hydra_cfg.runtime.choices.get("experiment"),
+            sweep=hydra_cfg.sweep.dir if job_index is not None else None,
+        )
     except (ConfigError, DataError, RecordError, PretrainedWeightsError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -276,4 +333,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     torch.set_float32_matmul_precision("high")
+    exit_on_bad_arguments(sys.argv[1:])
     main()

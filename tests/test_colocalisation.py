@@ -33,7 +33,7 @@ from stn_repro.tasks.colocalisation import ClassBalancedBatches, choose_per_clas
 from stn_repro.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-CELLS = list(OmegaConf.load(CONF / "suite" / "colocalisation.yaml").cells)
+CELLS = list(OmegaConf.load(CONF / "suites" / "colocalisation.yaml").cells)
 TINY_EMBEDDING = {"channels": [4, 8], "hidden": 16, "iterations": 3, "batch_size": 8}
 
 

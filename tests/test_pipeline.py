@@ -15,7 +15,7 @@ from stn_repro.systems import ClassificationSystem
 from stn_repro.train import config_hash, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SUITES = {path.stem: OmegaConf.load(path).cells for path in sorted(CONF.glob("suite/*.yaml")) if path.stem != "smoke"}
+SUITES = {path.stem: OmegaConf.load(path).cells for path in sorted(CONF.glob("suites/*.yaml")) if path.stem != "smoke"}
 MNIST_CELLS = SUITES["table1"] + SUITES["cluttered"] + SUITES["addition"]
 
 
@@ -39,6 +39,7 @@ def tiny_overrides(tmp_path, data_root):
         f"paths.runs={tmp_path / 'runs'}",
         f"paths.checkpoints={tmp_path / 'ckpt'}",
         f"paths.results={tmp_path / 'results'}",
+        f"paths.wandb={tmp_path}",
     ]
 
 
@@ -50,7 +51,7 @@ def test_suites_list_every_experiment_file_once():
     files = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/*/*.yaml"))
     assert sorted(c for cells in SUITES.values() for c in cells) == files
     assert [len(SUITES[name]) for name in ("table1", "cluttered", "svhn", "cub")] == [32, 4, 6, 4]
-    assert set(OmegaConf.load(CONF / "suite" / "smoke.yaml").cells) <= set(SUITES["table1"])
+    assert set(OmegaConf.load(CONF / "suites" / "smoke.yaml").cells) <= set(SUITES["table1"])
 
 
 @pytest.mark.parametrize("cell", MNIST_CELLS)
@@ -223,7 +224,7 @@ def test_wandb_runs_offline_without_credentials_and_gets_the_image_grid(tmp_path
     cfg = _tiny("table1/st_cnn_aff_r", tmp_path, data_root, "logger=wandb", "profile.image_log_every=1")
     record = run(cfg, tmp_path / "out")
     assert record.status == "finished"
-    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].rglob("*.wandb"))
     assert (tmp_path / "out" / "figures" / "transformed.png").stat().st_size > 0

@@ -16,8 +16,8 @@ from stn_repro.results.tables import build_tables
 from stn_repro.train import quiet_lightning, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SVHN_CELLS = list(OmegaConf.load(CONF / "suite" / "svhn.yaml").cells)
-CUB_CELLS = list(OmegaConf.load(CONF / "suite" / "cub.yaml").cells)
+SVHN_CELLS = list(OmegaConf.load(CONF / "suites" / "svhn.yaml").cells)
+CUB_CELLS = list(OmegaConf.load(CONF / "suites" / "cub.yaml").cells)
 
 
 @pytest.fixture(autouse=True)

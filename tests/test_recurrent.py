@@ -22,7 +22,7 @@ from stn_repro.train import run
 from stn_repro.transformers import get_family, sample
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-CELLS = list(OmegaConf.load(CONF / "suite" / "rnn_spn.yaml").cells)
+CELLS = list(OmegaConf.load(CONF / "suites" / "rnn_spn.yaml").cells)
 CANVAS = (1, 100, 100)
 
 

@@ -17,6 +17,7 @@ from stn_repro.results import tables
 from stn_repro.results.records import (
     RecordError,
     RunRecord,
+    archive_record,
     find_record,
     load_records,
     read_record,
@@ -40,6 +41,9 @@ DATA = {
 }
 
 
+H0, H1 = "0123456789abcdef", "fedcba9876543210"  # config hashes
+
+
 def make(
     cell: str = "cnn_r",
     row: str = "CNN",
@@ -60,6 +64,8 @@ def make(
         "column": column,
         "seed": seed,
         "profile": "quick",
+        "overrides": [],
+        "canonical": True,
         "status": "finished" if err is not None else "diverged",
         "metrics": None if err is None else {"test/err": err, "val/err": err + 0.5},
         "data": data,
@@ -69,7 +75,7 @@ def make(
         "wall_time_s": 95.0,
         "device": "cpu",
         "git_revision": "abc1234+dirty",
-        "config_hash": "cfg0",
+        "config_hash": H0,
         "created": "2025-01-02T03:04:05+00:00",
         "deviations": ["bundled 5k MNIST sample", "3,000 iterations instead of 150k"],
     }
@@ -140,22 +146,28 @@ def test_load_reference_returns_a_fresh_copy() -> None:
 def test_record_round_trip(tmp_path: Path) -> None:
     record = make(column="RTS", cell="cnn_rts", seed=2, err=0.75)
     path = write_record(tmp_path, record)
-    assert path == record_path(tmp_path, "table1", "cnn_rts", 2) == tmp_path / "table1/cnn_rts/seed2.json"
+    assert path == record_path(tmp_path, "table1", "cnn_rts", 2, H0) == tmp_path / f"table1/cnn_rts/seed2-{H0}.json"
     assert read_record(path) == record
     assert RunRecord.from_dict(record.to_dict()) == record
     stored = json.loads(path.read_text())
-    assert stored["record_format"] == 1 and stored["metrics"] == {"test/err": 0.75, "val/err": 1.25}
+    assert stored["record_format"] == 2 and stored["metrics"] == {"test/err": 0.75, "val/err": 1.25}
     diverged = make(cell="tc", row="ST-CNN", column=None, table=TC, suite="cluttered", err=None)
     assert read_record(write_record(tmp_path, diverged)) == diverged
-    assert json.loads(record_path(tmp_path, "cluttered", "tc", 0).read_text())["metrics"] is None
+    assert json.loads(record_path(tmp_path, "cluttered", "tc", 0, H0).read_text())["metrics"] is None
 
 
-def test_write_is_atomic_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_record(tmp_path, make(err=1.0))
-    write_record(tmp_path, make(err=2.0))  # replaces
+def test_write_is_atomic_never_replaces_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_record(tmp_path, make(err=2.0))
     folder = tmp_path / "table1/cnn_r"
-    assert sorted(os.listdir(folder)) == ["seed0.json"]
-    assert read_record(folder / "seed0.json").metrics["test/err"] == 2.0
+    with pytest.raises(RecordError, match="a record is already there; it is kept"):
+        write_record(tmp_path, make(err=1.0))
+    assert sorted(os.listdir(folder)) == [f"seed0-{H0}.json"]
+    assert read_record(folder / f"seed0-{H0}.json").metrics["test/err"] == 2.0
+    kept = archive_record(folder / f"seed0-{H0}.json", "replaced")
+    assert kept.parent == folder / "replaced" and read_record(kept).metrics["test/err"] == 2.0
+    assert load_records(tmp_path, "table1") == []  # replaced/ is not read
 
     def fail(src: str, dst: str) -> None:
         raise OSError("disk full")
@@ -163,8 +175,7 @@ def test_write_is_atomic_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(records_module.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         write_record(tmp_path, make(err=3.0))
-    assert sorted(os.listdir(folder)) == ["seed0.json"]
-    assert read_record(folder / "seed0.json").metrics["test/err"] == 2.0
+    assert sorted(os.listdir(folder)) == ["replaced"]
 
 
 def test_corrupt_record_raises_one_line_error_naming_the_file(tmp_path: Path) -> None:
@@ -174,10 +185,10 @@ def test_corrupt_record_raises_one_line_error_naming_the_file(tmp_path: Path) ->
         read_record(path)
     message = str(info.value)
     assert str(path) in message and "delete it" in message and "\n" not in message
-    with pytest.raises(RecordError, match="seed0.json"):
+    with pytest.raises(RecordError, match=f"seed0-{H0}.json"):
         load_records(tmp_path, "table1")
-    with pytest.raises(RecordError, match="seed0.json"):
-        find_record(tmp_path, "table1", "cnn_r", 0, "cfg0")
+    with pytest.raises(RecordError, match=f"seed0-{H0}.json"):
+        find_record(tmp_path, "table1", "cnn_r", 0, H0)
     with pytest.raises(RecordError, match="no such run record"):
         read_record(tmp_path / "missing.json")
 
@@ -193,23 +204,29 @@ def test_invalid_records_are_rejected(tmp_path: Path) -> None:
         make(data={key: value for key, value in DATA.items() if key != "checksum"})
     with pytest.raises(RecordError, match="cell"):
         make(cell="../escape")
+    with pytest.raises(RecordError, match="a canonical record has no overrides"):
+        make(overrides=["optim.lr=0.1"])
+    assert not make(overrides=["optim.lr=0.1"], canonical=False).canonical
     values = make().to_dict()
     del values["params"]
     values["colour"] = "red"
-    path = tmp_path / "table1/cnn_r/seed0.json"
+    path = tmp_path / f"table1/cnn_r/seed0-{H0}.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(values))
-    with pytest.raises(RecordError, match=r"seed0\.json: invalid run record .*missing params; unknown colour"):
+    with pytest.raises(
+        RecordError, match=r"seed0-0123456789abcdef\.json: invalid run record .*missing params; unknown"
+    ):
         read_record(path)
 
 
 def test_find_record_respects_config_hash(tmp_path: Path) -> None:
-    assert find_record(tmp_path, "table1", "cnn_r", 0, "cfg0") is None
-    record = make(config_hash="cfg0")
+    assert find_record(tmp_path, "table1", "cnn_r", 0, H0) is None
+    record, other = make(config_hash=H0), make(config_hash=H1, err=7.0, overrides=["optim.lr=0.1"], canonical=False)
     write_record(tmp_path, record)
-    assert find_record(tmp_path, "table1", "cnn_r", 0, "cfg0") == record
-    assert find_record(tmp_path, "table1", "cnn_r", 0, "cfg1") is None
-    assert find_record(tmp_path, "table1", "cnn_r", 1, "cfg0") is None
+    write_record(tmp_path, other)  # a sweep point of the same cell and seed: beside it, not over it
+    assert find_record(tmp_path, "table1", "cnn_r", 0, H0) == record
+    assert find_record(tmp_path, "table1", "cnn_r", 0, H1) == other
+    assert find_record(tmp_path, "table1", "cnn_r", 1, H0) is None
 
 
 def test_load_records_is_sorted_and_skips_nothing(tmp_path: Path) -> None:
@@ -219,9 +236,9 @@ def test_load_records_is_sorted_and_skips_nothing(tmp_path: Path) -> None:
     write_record(tmp_path, make(suite="cluttered", table=TC, cell="cnn", column=None))
     loaded = load_records(tmp_path, "table1")
     assert [(r.cell, r.seed) for r in loaded] == [("cnn_e", 0), ("cnn_r", 0), ("cnn_r", 1)]
-    moved = tmp_path / "table1/cnn_r/seed7.json"
-    moved.write_text((tmp_path / "table1/cnn_r/seed0.json").read_text())
-    with pytest.raises(RecordError, match="seed7.json: holds suite/cell/seed table1/cnn_r/0"):
+    moved = tmp_path / f"table1/cnn_r/seed7-{H0}.json"
+    moved.write_text((tmp_path / f"table1/cnn_r/seed0-{H0}.json").read_text())
+    with pytest.raises(RecordError, match=f"seed7-{H0}.json: holds suite/cell/seed/hash table1/cnn_r/0/{H0}"):
         load_records(tmp_path, "table1")
     moved.rename(tmp_path / "table1/cnn_r/notes.json")
     with pytest.raises(RecordError, match="notes.json: not a run record name"):
@@ -266,7 +283,7 @@ def test_markdown_header_provenance_and_deviations(tmp_path: Path, no_figure: No
     assert "4,000 train / 500 val / 1,000 test; NOT the full dataset" in text
     assert "**WARNING: NOT THE FULL MNIST DATASET**" in text
     assert "- Seeds: 0, 1, 2 (1–3 per cell; 3 of 32 cells run)" in text
-    assert "- Iterations: 3,000; batch size 256" in text and "- Generated: " in text
+    assert "- Iterations: 3,000; batch size 256" in text and "- Newest record: 2025-01-02T03:04:05+00:00" in text
     assert "| model | R | RTS | P | E |" in text
     assert cell_line(text, "ST-CNN Aff") == "| ST-CNN Aff | 0.7 / — | 0.5 / — | 0.8 / — | 1.2 / 1.50 (+0.30) |"
     assert (
@@ -380,6 +397,35 @@ def test_cluttered_suite_and_command_line(tmp_path: Path, capsys: pytest.Capture
     assert tables.main(["--runs", str(runs), "--suite", "cluttered", "--out", str(tmp_path), "--profile", "x"]) == 2
     assert "error: no run records with profile 'x'" in capsys.readouterr().err
     write_record(runs, make(suite="cluttered", table=TC, cell="cnn", row="CNN", column=None))
-    (runs / "cluttered/cnn/seed0.json").write_text("{")
+    (runs / f"cluttered/cnn/seed0-{H0}.json").write_text("{")
     assert tables.main(["--runs", str(runs), "--suite", "cluttered"]) == 2
     assert "delete it to re-run that cell" in capsys.readouterr().err
+
+
+def test_tables_rebuild_byte_for_byte_and_only_from_canonical_records(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    for record in cnn_r([1.0, 2.0]):
+        write_record(runs, record)
+    arguments = ["--runs", str(runs), "--suite", "table1", "--out", str(tmp_path / "out")]
+    assert tables.main(arguments) == 0
+    first = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert tables.main(arguments) == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == first
+    write_record(runs, make(seed=5, config_hash=H1, overrides=["optim.lr=0.1"], canonical=False))
+    assert tables.main(arguments) == 2
+    assert "holds variant records (cnn_r seed 5)" in capsys.readouterr().err
+    variant = build_tables([make(seed=5, config_hash=H1, overrides=["optim.lr=0.1"], canonical=False)], tmp_path / "v")
+    assert (
+        "VARIANT RUNS, NOT THE SUITE'S CANONICAL CELLS** (1 of 1 records differ from their experiment: optim.lr=0.1)"
+        in (variant["markdown"].read_text())
+    )
+
+
+def test_a_not_run_table_never_replaces_a_table_built_from_runs(tmp_path: Path) -> None:
+    built = build_tables(cnn_r([1.0]), tmp_path)["markdown"]
+    before = built.read_bytes()
+    assert tables.build_not_run_tables("table1", T1, {"cnn_r": ("CNN", "R")}, "no data", tmp_path) == {}
+    assert built.read_bytes() == before and (tmp_path / "figures/table1_vs_paper.png").is_file()
+    fresh = tables.build_not_run_tables("table1", T1, {"cnn_r": ("CNN", "R")}, "no data", tmp_path / "new")
+    assert "> **Not run:** no data" in fresh["markdown"].read_text()
+    assert tables.build_not_run_tables("table1", T1, {"cnn_r": ("CNN", "R")}, "still none", tmp_path / "new")

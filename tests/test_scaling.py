@@ -265,7 +265,7 @@ def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_ex
     val_err, test_err = _one_device_evaluation(ddp_cfg, weights["ddp"], tmp_path / "figures")
     assert ddp.metrics["val/err"] == val_err  # every rank validated the whole set, the metric synced sums
     assert ddp.metrics["test/err"] == test_err  # rank 0 tested alone on its device
-    (wandb_run,) = (tmp_path / "ddp" / "out" / "wandb").glob("offline-run-*/*.wandb")
+    (wandb_run,) = (tmp_path / "ddp" / "wandb").glob("offline-run-*/*.wandb")
     logged = wandb_run.read_bytes()
     assert all(key in logged for key in (b"train/loss", b"val/err", b"test/err", b"table1/st_cnn_aff_r"))
     print(f"DDP equivalence: max |Δθ| {differ:.2e} (after moving {moved:.2e}); test/err DDP {ddp.metrics['test/err']}"

@@ -19,7 +19,7 @@ from stn_repro.train import run
 from stn_repro.transformers import Affine3dFamily, sample
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-CELLS = list(OmegaConf.load(CONF / "suite" / "mnist3d.yaml").cells)
+CELLS = list(OmegaConf.load(CONF / "suites" / "mnist3d.yaml").cells)
 LOCALISATION = {"channels": (8, 16), "kernel_size": 3, "downsample": 4, "hidden": (20,)}
 
 

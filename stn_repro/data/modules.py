@@ -20,6 +20,9 @@ per-process mean losses DDP averages, take the same steps as one process with th
 incomplete batch of an epoch is cut to a multiple of the number of processes (at most N − 1 samples of that epoch
 are left out; the order changes every epoch). Validation and test batches are not split: every process evaluates
 the whole set, and the error metrics' synchronised sums and counts give exactly the one-process value.
+
+Resuming: the batch iterables (:class:`EpochBatches`) save their position (epoch and batch) in Lightning's
+checkpoints, so that a run resumed mid-epoch sees exactly the batches an uninterrupted run sees.
 """
 
 from __future__ import annotations
@@ -61,7 +64,44 @@ def trainer_share(trainer: pl.Trainer | None) -> tuple[int, int]:
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
-class TensorBatches:
+class EpochBatches:
+    """Base of the batch iterables: every ``iter()`` yields the next epoch (numbered from 0), and the position of the
+    next batch is saved and restored by ``state_dict`` / ``load_state_dict``.
+
+    Lightning (2.6) stores the training batches' state with the fit loop in every checkpoint
+    (``FitLoop.on_save_checkpoint``) and, on resume, loads it before its first ``iter()`` (``FitLoop.setup_data``);
+    it skips no batch itself, it only continues its batch counter: so the next iteration starts at the saved batch.
+
+    Subclasses define ``__len__`` and :meth:`_epoch`.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0  # the epoch of the next iteration
+        self._first = 0  # the batch it starts at (> 0 after loading a mid-epoch state)
+        self._next: int | None = None  # the next batch of the current iteration
+
+    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[Tensor, ...]]:
+        """Batches ``first, ..., len(self) - 1`` of epoch ``epoch``, the same as an iteration from batch 0 yields."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        epoch, first = self.epoch, self._first
+        self.epoch, self._first, self._next = epoch + 1, 0, first
+        for i, batch in enumerate(self._epoch(epoch, first), first):
+            self._next = i + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "batch": b}``: the next batch is batch ``b`` of epoch ``e``."""
+        if self._next is not None and self._next < len(self):
+            return {"epoch": self.epoch - 1, "batch": self._next}
+        return {"epoch": self.epoch, "batch": self._first}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._first, self._next = state["epoch"], state["batch"], None
+
+
+class TensorBatches(EpochBatches):
     """Batches sliced from tensors, optionally on the training device (no worker processes).
 
     Args:
@@ -96,6 +136,7 @@ class TensorBatches:
                 f"batch_size {batch_size} cannot be shared by {world_size} processes (rank {rank}): it must be a "
                 "multiple of the number of processes"
             )
+        super().__init__()
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -105,7 +146,6 @@ class TensorBatches:
         self.regenerate = regenerate
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
         self._set_arrays(arrays)
 
     def _set_arrays(self, arrays: dict[str, np.ndarray | Tensor]) -> None:
@@ -118,17 +158,16 @@ class TensorBatches:
     def __len__(self) -> int:
         return batch_count(self.size, self.batch_size, self.world_size, self.drop_last)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[Tensor, ...]]:
         if self.regenerate is not None:
-            self._set_arrays(self.regenerate(self.epoch))
+            self._set_arrays(self.regenerate(epoch))
         device = self.tensors["labels"].device
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(self.size, generator=generator).to(device)
         else:
             order = torch.arange(self.size, device=device)
-        self.epoch += 1
-        for i in range(len(self)):
+        for i in range(first, len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self._batch(index, batch_share(len(index), self.rank, self.world_size))
 

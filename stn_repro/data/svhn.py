@@ -353,12 +353,19 @@ def crop_batch(images: Tensor, crop: int, generator: torch.Generator | None = No
     if generator is None:
         top, left = (height - crop) // 2, (width - crop) // 2
         return images[:, :, top : top + crop, left : left + crop]
-    tops = torch.randint(0, height - crop + 1, (batch,), generator=generator).to(images.device)
-    lefts = torch.randint(0, width - crop + 1, (batch,), generator=generator).to(images.device)
+    tops, lefts = (offsets.to(images.device) for offsets in crop_offsets(batch, height, width, crop, generator))
     steps = torch.arange(crop, device=images.device)
     rows, cols = (tops[:, None] + steps)[:, :, None], (lefts[:, None] + steps)[:, None, :]
     samples = torch.arange(batch, device=images.device)[:, None, None]
     return images[samples, :, rows, cols].permute(0, 3, 1, 2).contiguous()  # indexing puts C last
+
+
+def crop_offsets(batch: int, height: int, width: int, crop: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random window offsets ``(tops, lefts)``, each int64 ``(batch,)`` on the CPU, uniform in ``0..height-crop`` and
+    ``0..width-crop``, drawn from ``generator`` (tops first)."""
+    tops = torch.randint(0, height - crop + 1, (batch,), generator=generator)
+    lefts = torch.randint(0, width - crop + 1, (batch,), generator=generator)
+    return tops, lefts
 
 
 class CroppedBatches(TensorBatches):
@@ -391,12 +398,15 @@ class CroppedBatches(TensorBatches):
         self.random_crop = random_crop
         self._generator: torch.Generator | None = None
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[Tensor, ...]]:
         self._generator = None
         if self.random_crop:
-            state = np.random.SeedSequence([self.seed, self.epoch, _CROP_STREAM]).generate_state(1)[0]
+            state = np.random.SeedSequence([self.seed, epoch, _CROP_STREAM]).generate_state(1)[0]
             self._generator = torch.Generator().manual_seed(int(state))
-        yield from super().__iter__()
+            height, width = self.tensors["images"].shape[-2:]
+            for _ in range(first):  # the windows of the (full) batches that a resumed epoch skips
+                crop_offsets(self.batch_size, height, width, self.crop, self._generator)
+        yield from super()._epoch(epoch, first)
 
     def _batch(self, index: Tensor, share: slice) -> tuple[Tensor, ...]:
         if self._generator is None:

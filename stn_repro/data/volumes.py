@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from stn_repro.data.distortions import split_seed
-from stn_repro.data.modules import batch_count, batch_share, trainer_share
+from stn_repro.data.modules import EpochBatches, batch_count, batch_share, trainer_share
 from stn_repro.data.sources import IMAGE_SIZE, DigitSet, resolve_digits
 from stn_repro.transformers import Affine3dFamily, normalized_to_pixel_matrix, sample
 
@@ -150,7 +150,7 @@ class ExtrudedVolumes:
         return self.render(digits, theta), truth
 
 
-class VolumeBatches:
+class VolumeBatches(EpochBatches):
     """Batches ``(volumes, labels)`` (or ``(volumes, labels, truth)``) rendered from digits, one epoch per iteration.
 
     Args:
@@ -162,7 +162,6 @@ class VolumeBatches:
         resample: draw new poses every epoch (otherwise epoch 0's poses every time).
         return_truth: also yield the truth dict of :meth:`ExtrudedVolumes.generate`.
         device: where digits live and volumes are rendered (``None``: the CPU).
-        start_epoch: the epoch of the first iteration (a resumed run continues its sequence).
         rank, world_size: this process renders share ``rank`` of ``world_size`` of every batch (see
             :func:`~stn_repro.data.modules.batch_share`; ``batch_size`` is the global batch).
     """
@@ -178,12 +177,12 @@ class VolumeBatches:
         resample: bool = False,
         return_truth: bool = False,
         device: torch.device | str | None = None,
-        start_epoch: int = 0,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
         if batch_size < 1 or batch_size % world_size:
             raise ValueError(f"batch_size must be >= 1 and a multiple of the {world_size} processes, got {batch_size}")
+        super().__init__()
         device = torch.device(device or "cpu")
         self.protocol = protocol
         self.digits = digits.to(device)
@@ -193,7 +192,6 @@ class VolumeBatches:
         self.shuffle = shuffle
         self.resample = resample
         self.return_truth = return_truth
-        self.epoch = start_epoch
         self.rank = rank
         self.world_size = world_size
 
@@ -205,8 +203,7 @@ class VolumeBatches:
         seed = split_seed(self.pose_seed, f"epoch-{epoch if self.resample else 0}", NAME)
         return self.protocol.draw_poses(torch.Generator().manual_seed(seed), len(self.labels))
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
+    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[Tensor, ...]]:
         poses = self.poses(epoch)
         n = len(self.labels)
         if self.shuffle:
@@ -214,7 +211,7 @@ class VolumeBatches:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        for i in range(len(self)):
+        for i in range(first, len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             index = index[batch_share(len(index), self.rank, self.world_size)]
             device_index = index.to(self.digits.device)
@@ -340,7 +337,6 @@ class VolumeMNISTDataModule(pl.LightningDataModule):
             resample=train and self.resample_every_epoch,
             return_truth=self.return_truth,
             device=self._device(),
-            start_epoch=self.trainer.current_epoch if train and self.trainer is not None else 0,
             rank=rank,
             world_size=world_size,
         )

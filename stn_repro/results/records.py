@@ -1,8 +1,12 @@
-"""Run records: one small JSON file per finished run, ``<runs_root>/<suite>/<cell>/seed<seed>.json``.
+"""Run records: one small JSON file per finished run, ``<runs_root>/<suite>/<cell>/seed<seed>-<config_hash>.json``.
 
-A record says what was run (suite, cell, the paper's table / row / column it reproduces, seed, profile), what came
-out (``status`` and ``metrics``), on which data (source, counts, checksum) and how (parameter count, iterations,
-batch size, wall time, device, git revision, config hash), and every deviation from the paper's protocol.
+A record says what was run (suite, cell, the paper's table / row / column it reproduces, seed, profile, the
+overrides that differ from the cell's experiment and whether it is the suite's canonical run of that cell), what
+came out (``status`` and ``metrics``), on which data (source, counts, checksum) and how (parameter count,
+iterations, batch size, wall time, device, git revision, config hash), and every deviation from the paper's
+protocol. Keyed by seed and config hash (:mod:`stn_repro.identity`), runs that differ in anything that determines
+their result never share a file, and a record is never overwritten: :func:`write_record` refuses an existing file
+and a forced re-run first moves the old record into ``<cell>/replaced/`` (:func:`archive_record`).
 
 A run whose loss became NaN / inf is recorded with ``status="diverged"`` and ``metrics=None``: a diverged run
 never turns into a number. Files are written atomically (temporary file in the same folder, then ``os.replace``),
@@ -17,7 +21,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ __all__ = [
     "STATUSES",
     "RecordError",
     "RunRecord",
+    "archive_record",
     "find_record",
     "load_records",
     "read_record",
@@ -36,11 +41,11 @@ __all__ = [
 ]
 
 #: Stored as ``record_format`` in every file; bump when a field changes meaning.
-RECORD_FORMAT_VERSION = 1
+RECORD_FORMAT_VERSION = 2
 STATUSES = ("finished", "diverged")
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
-_SEED_FILE = re.compile(r"seed(\d+)\.json")
+_RECORD_FILE = re.compile(r"seed(\d+)-([0-9a-f]{16})\.json")
 # Required keys of RunRecord.data and their types (extra keys, e.g. "location", are kept).
 _DATA_FIELDS: dict[str, type | tuple[type, ...]] = {
     "source": str,
@@ -69,6 +74,10 @@ class RunRecord:
         column: the paper's column label, e.g. ``"RTS"``; ``None`` for single-column tables.
         seed: the run's seed (``>= 0``).
         profile: training profile, e.g. ``"quick"`` or ``"paper"``.
+        overrides: ``key=value`` for every result-determining value that differs from the cell's experiment under
+            its profile (:func:`stn_repro.identity.protocol_overrides`); ``[]`` for an unmodified cell.
+        canonical: the suite's own run of this cell (``<suite>/<cell>`` is an experiment and nothing differs);
+            only canonical records make the committed tables.
         status: ``"finished"`` or ``"diverged"``.
         metrics: final metrics by name, e.g. ``{"test/err": 1.2}`` (error in percent, like the paper); ``None``
             exactly when the run diverged.
@@ -92,6 +101,8 @@ class RunRecord:
     column: str | None
     seed: int
     profile: str
+    overrides: list[str]
+    canonical: bool
     status: str
     metrics: dict[str, float] | None
     data: dict[str, Any]
@@ -136,28 +147,51 @@ class RunRecord:
         return cls(**values)
 
 
-def record_path(runs_root: str | Path, suite: str, cell: str, seed: int) -> Path:
-    """``<runs_root>/<suite>/<cell>/seed<seed>.json``; ``suite`` / ``cell`` use letters, digits, ``._-``."""
-    for what, name in (("suite", suite), ("cell", cell)):
-        _check_name(what, name)
+def run_key(seed: int, config_hash: str) -> str:
+    """``seed<seed>-<config_hash>``: the name of a run's record (``.json``) and of its other files."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RecordError(f"seed must be an integer >= 0, not {seed!r}")
-    return Path(runs_root).expanduser() / suite / cell / f"seed{seed}.json"
+    if not re.fullmatch(r"[0-9a-f]{16}", str(config_hash)):
+        raise RecordError(f"config hash {config_hash!r} is not 16 hex digits")
+    return f"seed{seed}-{config_hash}"
+
+
+def record_path(runs_root: str | Path, suite: str, cell: str, seed: int, config_hash: str) -> Path:
+    """``<runs_root>/<suite>/<cell>/seed<seed>-<config_hash>.json``; ``suite`` / ``cell`` use letters, digits,
+    ``._-``."""
+    for what, name in (("suite", suite), ("cell", cell)):
+        _check_name(what, name)
+    return Path(runs_root).expanduser() / suite / cell / f"{run_key(seed, config_hash)}.json"
 
 
 def write_record(runs_root: str | Path, record: RunRecord) -> Path:
-    """Atomically write ``record`` to :func:`record_path`, replacing any record there; returns the path.
+    """Atomically write ``record`` to :func:`record_path`; returns the path. Never replaces a record: move the
+    old one aside first (:func:`archive_record`).
 
     Raises:
+        RecordError: a record is already there.
         OSError: the folder cannot be created or written; no temporary file is left behind.
     """
-    path = record_path(runs_root, record.suite, record.cell, record.seed)
+    path = record_path(runs_root, record.suite, record.cell, record.seed, record.config_hash)
     text = json.dumps(record.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     with atomic_path(path) as tmp, open(tmp, "x", encoding="utf-8") as file:
         file.write(text)
         file.flush()
         os.fsync(file.fileno())
+        if path.exists():
+            raise RecordError(f"{path}: a record is already there; it is kept (re-run with rerun=true to replace it)")
     return path
+
+
+def archive_record(path: str | Path, why: str) -> Path:
+    """Move the record file ``path`` to ``<cell>/replaced/<name>.<why>-<UTC time>.json``, where no table reads it;
+    returns the new path."""
+    path = Path(path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.parent / "replaced" / f"{path.stem}.{why}-{stamp}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
 
 
 def read_record(path: str | Path) -> RunRecord:
@@ -183,8 +217,9 @@ def read_record(path: str | Path) -> RunRecord:
 def load_records(runs_root: str | Path, suite: str) -> list[RunRecord]:
     """Every record of ``suite`` under ``runs_root``, sorted by cell and seed; ``[]`` if the suite has no folder.
 
-    Every ``*.json`` file in ``<runs_root>/<suite>/<cell>/`` must be a valid record named ``seed<N>.json`` whose
-    suite, cell and seed match its location: nothing is skipped silently.
+    Every ``*.json`` file in ``<runs_root>/<suite>/<cell>/`` must be a valid record named
+    ``seed<N>-<config_hash>.json`` whose suite, cell, seed and hash match its location: nothing is skipped silently
+    (``<cell>/replaced/`` holds records replaced by forced re-runs and is not read).
 
     Raises:
         RecordError: an invalid, corrupt, misnamed or misplaced file (the message names it).
@@ -195,36 +230,35 @@ def load_records(runs_root: str | Path, suite: str) -> list[RunRecord]:
         return []
     records = []
     for path in sorted(folder.glob("*/*.json")):
-        match = _SEED_FILE.fullmatch(path.name)
+        match = _RECORD_FILE.fullmatch(path.name)
         if match is None:
-            raise RecordError(f"{path}: not a run record name (expected seed<N>.json); move or delete it")
-        records.append(_read_in_place(path, suite, path.parent.name, int(match.group(1))))
+            raise RecordError(f"{path}: not a run record name (expected seed<N>-<config hash>.json); move or delete it")
+        records.append(_read_in_place(path, suite, path.parent.name, int(match.group(1)), match.group(2)))
     return sorted(records, key=lambda record: (record.cell, record.seed))
 
 
 def find_record(runs_root: str | Path, suite: str, cell: str, seed: int, config_hash: str) -> RunRecord | None:
-    """The record of ``suite`` / ``cell`` / ``seed`` if it exists and was made with ``config_hash``, else ``None``.
+    """The record of ``suite`` / ``cell`` / ``seed`` made with ``config_hash``, or ``None`` when there is none.
 
     Raises:
         RecordError: the file exists but is corrupt, invalid or misplaced.
     """
-    path = record_path(runs_root, suite, cell, seed)
+    path = record_path(runs_root, suite, cell, seed, config_hash)
     if not path.is_file():
         return None
-    record = _read_in_place(path, suite, cell, seed)
-    return record if record.config_hash == config_hash else None
+    return _read_in_place(path, suite, cell, seed, config_hash)
 
 
 _DELETE_HINT = "delete it to re-run that cell"
 
 
-def _read_in_place(path: Path, suite: str, cell: str, seed: int) -> RunRecord:
+def _read_in_place(path: Path, suite: str, cell: str, seed: int, config_hash: str) -> RunRecord:
     record = read_record(path)
-    found = (record.suite, record.cell, record.seed)
-    if found != (suite, cell, seed):
+    found = (record.suite, record.cell, record.seed, record.config_hash)
+    if found != (suite, cell, seed, config_hash):
         raise RecordError(
-            f"{path}: holds suite/cell/seed {'/'.join(map(str, found))}, not {suite}/{cell}/{seed} as its "
-            f"location says (moved or copied by hand?); {_DELETE_HINT}"
+            f"{path}: holds suite/cell/seed/hash {'/'.join(map(str, found))}, not "
+            f"{suite}/{cell}/{seed}/{config_hash} as its location says (moved or copied by hand?); {_DELETE_HINT}"
         )
     return record
 
@@ -268,8 +302,11 @@ def _validate(record: RunRecord) -> None:
             raise RecordError(f"field 'data' lacks {key!r} (needs {', '.join(_DATA_FIELDS)})")
         if not _is_instance(record.data[key], expected):
             raise RecordError(f"data[{key!r}] is {record.data[key]!r}; expected {_type_names(expected)}")
-    if not all(isinstance(item, str) for item in record.deviations):
-        raise RecordError("field 'deviations' must be a list of strings")
+    for name in ("deviations", "overrides"):
+        if not all(isinstance(item, str) for item in getattr(record, name)):
+            raise RecordError(f"field {name!r} must be a list of strings")
+    if record.canonical and record.overrides:
+        raise RecordError("a canonical record has no overrides")
     try:
         datetime.fromisoformat(record.created)
     except ValueError as exc:
@@ -284,6 +321,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "column": (str, type(None)),
     "seed": int,
     "profile": str,
+    "overrides": list,
+    "canonical": bool,
     "status": str,
     "metrics": (dict, type(None)),
     "data": dict,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from stn_repro.results.records import RecordError, RunRecord, load_records
 from stn_repro.results.reference import load_reference, paper_value, table_columns, table_rows
-from stn_repro.utils import shorten
+from stn_repro.utils import atomic_path, shorten
 
 __all__ = [
     "CSV_FIELDS",
@@ -232,10 +232,13 @@ def build_tables(records: Sequence[RunRecord], out_dir: str | Path, metric: str 
     suite = records[0].suite
     paths = table_paths(suite, table, out_dir)
     paths["figure"].parent.mkdir(parents=True, exist_ok=True)
-    generated = datetime.now(UTC).isoformat(timespec="seconds")
-    paths["markdown"].write_text(_markdown(table, suite, summaries, records, metric, generated), encoding="utf-8")
-    _write_csv(paths["csv"], table, summaries)
-    _plot(paths["figure"], table, suite, summaries, records, metric)
+    generated = max(record.created for record in records)  # from the records: a rebuild is byte for byte the same
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(_markdown(table, suite, summaries, records, metric, generated), encoding="utf-8")
+    with atomic_path(paths["csv"]) as tmp:
+        _write_csv(tmp, table, summaries)
+    with atomic_path(paths["figure"]) as tmp:
+        _plot(tmp, table, suite, summaries, records, metric)
     return paths
 
 
@@ -253,8 +256,11 @@ def build_not_run_tables(
         out_dir: see :func:`build_tables`.
 
     Returns ``{"markdown": path, "csv": path}``. A figure of earlier runs is removed: it would not match the table.
+    A table built from runs is never replaced: then nothing is written and ``{}`` is returned.
     """
     paths = table_paths(suite, table, out_dir)
+    if paths["markdown"].is_file() and _NOT_RUN_BANNER not in paths["markdown"].read_text(encoding="utf-8"):
+        return {}
     paths["markdown"].parent.mkdir(parents=True, exist_ok=True)
     ours = set(cells.values())
     summaries = [
@@ -269,7 +275,7 @@ def build_not_run_tables(
         f"Suite `{suite}`: **{NOT_RUN}** ({len(cells)} cells: {', '.join(f'`{cell}`' for cell in cells)}). Each "
         f"cell: `paper / ours`; `{MISSING}`: a row of the paper this suite does not reproduce.",
         "",
-        f"> **Not run:** {reason}",
+        f"{_NOT_RUN_BANNER} {reason}",
         "",
         f"- Generated: {datetime.now(UTC).isoformat(timespec='seconds')}",
         "",
@@ -282,8 +288,10 @@ def build_not_run_tables(
             paper = MISSING if summary.paper is None else f"{summary.paper:g}"
             texts.append(f"{paper} / {NOT_RUN if (row, summary.column) in ours else MISSING}")
         lines.append(_md_row([row, *texts]))
-    paths["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _write_csv(paths["csv"], table, [s for s in summaries if (s.row, s.column) in ours])
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_path(paths["csv"]) as tmp:
+        _write_csv(tmp, table, [s for s in summaries if (s.row, s.column) in ours])
     paths.pop("figure").unlink(missing_ok=True)
     return paths
 
@@ -301,6 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         records = load_records(args.runs, args.suite)
+        variants = [f"{r.cell} seed {r.seed}" for r in records if not r.canonical]
+        if variants:
+            raise TableError(
+                f"{args.runs / args.suite} holds variant records ({shorten(', '.join(variants), 120)}): committed "
+                "tables come from canonical runs only; move them to paths.variants"
+            )
         if args.profile is not None:
             records = [record for record in records if record.profile == args.profile]
         if not records:
@@ -363,6 +377,7 @@ def _check_records(records: Sequence[RunRecord]) -> str:
     return table
 
 
+_NOT_RUN_BANNER = "> **Not run:**"
 _STALE_HINT = "delete the stale records of that cell and re-run it"
 _MIX_HINT = "remove the odd records (or all of results/runs/{suite}) and re-run them"
 # Values that must be the same for every record of a table: (what, value, what to do).
@@ -463,8 +478,16 @@ def _header(records: Sequence[RunRecord], summaries: list[CellSummary], generate
         f"- Iterations: {_distinct((r.iterations for r in records), thousands=True)}; "
         f"batch size {_distinct(r.batch_size for r in records)}",
         f"- Code: git {_distinct(r.git_revision for r in records)}; devices: {_distinct(r.device for r in records)}",
-        f"- Generated: {generated}",
+        f"- Newest record: {generated}",
     ]
+    variants = [r for r in records if not r.canonical]
+    if variants:
+        overrides = list(dict.fromkeys(o for r in variants for o in r.overrides)) or ["no experiment of their own"]
+        lines += [
+            "",
+            f"> **VARIANT RUNS, NOT THE SUITE'S CANONICAL CELLS** ({len(variants)} of {len(records)} records differ "
+            f"from their experiment: {shorten(', '.join(overrides), 300)}). Not the paper's protocol.",
+        ]
     if not full:
         lines += [
             "",
@@ -677,7 +700,7 @@ def _plot(
         f"{data['source']} {data['digits']}{sample})",
         fontsize=10,
     )
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, format="png")
 
 
 if __name__ == "__main__":

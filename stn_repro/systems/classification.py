@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -16,10 +17,29 @@ import torchmetrics
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
-from stn_repro.transformers import SpatialTransformer, split_localisation_parameters
+from stn_repro.transformers import SpatialTransformer, TransformFamily, split_localisation_parameters
 from stn_repro.transformers.families import MatrixFamily
 
 OPTIMIZERS = ("sgd", "rmsprop")
+
+
+def theta_statistics(theta: Tensor, family: TransformFamily) -> dict[str, Tensor]:
+    """Batch means of θ ``(B, P)``: distance to the identity and, for 2D matrix families, the determinant, the
+    scale (√|det|) and the translation ``tx``, ``ty`` (normalised coordinates)."""
+    stats = {"dist_identity": (theta - family.identity(1, device=theta.device)).norm(dim=1).mean()}
+    if isinstance(family, MatrixFamily) and family.spatial_dims == 2:
+        matrix = family.matrix(theta)
+        det = torch.linalg.det(matrix[:, :2, :2])
+        stats.update(
+            det=det.mean(), scale=det.abs().sqrt().mean(), tx=matrix[:, 0, -1].mean(), ty=matrix[:, 1, -1].mean()
+        )
+    return stats
+
+
+def _to_uint8(grid: Tensor) -> np.ndarray:
+    """An image grid ``(C, H, W)`` of floats in [0, 1] as ``(H, W, C)`` uint8 (wandb casts float arrays to uint8
+    without scaling: a [0, 1] grid would be black)."""
+    return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 class DivergedError(RuntimeError):
@@ -194,23 +214,28 @@ class ClassificationSystem(pl.LightningModule):
 
     # -- transformer diagnostics ---------------------------------------------------------------------------------
 
-    def _log_theta(self) -> None:
+    def theta_metrics(self) -> dict[str, Tensor]:
+        """θ statistics of the last forward pass of every :class:`SpatialTransformer` (:func:`theta_statistics`),
+        as 0-dim tensors named ``theta/<stat>``, or ``theta/<module>/<stat>`` when the model has several."""
         transformers = [(n, m) for n, m in self.model.named_modules() if isinstance(m, SpatialTransformer)]
+        metrics = {}
         for name, transformer in transformers:
-            if transformer.theta is None:
-                continue
-            prefix = "theta/" if len(transformers) == 1 else f"theta/{name}/"
-            theta = transformer.theta.detach().float()
-            family = transformer.family
-            stats = {"dist_identity": (theta - family.identity(1, device=theta.device)).norm(dim=1).mean()}
-            if isinstance(family, MatrixFamily) and family.spatial_dims == 2:
-                matrix = family.matrix(theta)
-                linear = matrix[:, :2, :2]
-                stats["det"] = torch.linalg.det(linear).mean()
-                stats["scale"] = torch.linalg.det(linear).abs().sqrt().mean()
-                stats["tx"] = matrix[:, 0, -1].mean()
-                stats["ty"] = matrix[:, 1, -1].mean()
-            self.log_dict({prefix + key: value for key, value in stats.items()})
+            if transformer.theta is not None:
+                prefix = "theta/" if len(transformers) == 1 else f"theta/{name}/"
+                stats = theta_statistics(transformer.theta.detach().float(), transformer.family)
+                metrics.update({prefix + key: value for key, value in stats.items()})
+        return metrics
+
+    def _log_theta(self) -> None:
+        """Send :meth:`theta_metrics` to every logger at this step (``step=global_step``), from global rank 0 and
+        independently of the trainer's ``log_every_n_steps``: one device synchronisation per θ-logging step."""
+        if not self.trainer.is_global_zero:
+            return
+        metrics = self.theta_metrics()
+        if metrics:
+            values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist(), strict=True))
+            for logger in self.loggers:
+                logger.log_metrics(values, step=self.global_step)
 
     def transformed_grid(self, images: Tensor) -> Tensor | None:
         """Inputs next to the input transformer's outputs (the paper's Figure 3): ``(3, H', W')``, or ``None``."""
@@ -227,9 +252,10 @@ class ClassificationSystem(pl.LightningModule):
     def _log_grid_to_wandb(self) -> Tensor | None:
         wandb_loggers = [lg for lg in self.loggers if isinstance(lg, pl.loggers.WandbLogger)]
         grid = self.transformed_grid(self._preview) if self._preview is not None else None
-        if grid is not None:
+        if grid is not None and wandb_loggers:
+            image = _to_uint8(grid)
             for logger in wandb_loggers:
-                logger.log_image("transformed", [grid], step=self.global_step)
+                logger.log_image("transformed", [image], step=self.global_step)
         return grid
 
     def on_train_end(self) -> None:

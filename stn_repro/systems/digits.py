@@ -18,9 +18,8 @@ import torchmetrics
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from stn_repro.systems.classification import ClassificationSystem
-from stn_repro.transformers import SharedLocalisationTransformers, TransformFamily
-from stn_repro.transformers.families import MatrixFamily
+from stn_repro.systems.classification import ClassificationSystem, theta_statistics
+from stn_repro.transformers import SharedLocalisationTransformers
 
 GRID_IMAGES = 8  # canvases in the glimpse grid
 
@@ -28,19 +27,6 @@ GRID_IMAGES = 8  # canvases in the glimpse grid
 def digit_errors(logits: Tensor, labels: Tensor) -> Tensor:
     """Wrong digits ``(B, L)`` as floats (1: wrong) of logits ``(B, L, K)`` against labels ``(B, L)``."""
     return (logits.argmax(2) != labels).float()
-
-
-def theta_statistics(theta: Tensor, family: TransformFamily) -> dict[str, Tensor]:
-    """Batch means of θ ``(B, P)``: distance to the identity and, for 2D matrix families, the determinant, the
-    scale (√|det|) and the translation ``tx``, ``ty`` (normalised coordinates)."""
-    stats = {"dist_identity": (theta - family.identity(1, device=theta.device)).norm(dim=1).mean()}
-    if isinstance(family, MatrixFamily) and family.spatial_dims == 2:
-        matrix = family.matrix(theta)
-        det = torch.linalg.det(matrix[:, :2, :2])
-        stats.update(
-            det=det.mean(), scale=det.abs().sqrt().mean(), tx=matrix[:, 0, -1].mean(), ty=matrix[:, 1, -1].mean()
-        )
-    return stats
 
 
 class DigitSequenceSystem(ClassificationSystem):
@@ -77,8 +63,9 @@ class DigitSequenceSystem(ClassificationSystem):
     def _recurrent_transformers(self) -> list[tuple[str, SharedLocalisationTransformers]]:
         return [(n, m) for n, m in self.model.named_modules() if isinstance(m, SharedLocalisationTransformers)]
 
-    def _log_theta(self) -> None:
-        super()._log_theta()
+    def theta_metrics(self) -> dict[str, Tensor]:
+        """The base class's θ statistics and, per step of each recurrent transformer, ``theta/step<i>/<stat>``."""
+        metrics = super().theta_metrics()
         recurrent = self._recurrent_transformers()
         for name, module in recurrent:
             if module.theta is None:
@@ -87,7 +74,8 @@ class DigitSequenceSystem(ClassificationSystem):
             theta = module.theta.detach().float()
             for step in range(theta.shape[1]):
                 stats = theta_statistics(theta[:, step], module.family)
-                self.log_dict({f"{prefix}step{step}/{key}": value for key, value in stats.items()})
+                metrics.update({f"{prefix}step{step}/{key}": value for key, value in stats.items()})
+        return metrics
 
     def transformed_grid(self, images: Tensor) -> Tensor | None:
         """Each canvas followed by its glimpses (one row per canvas, up to 8 canvases) for a model with a recurrent

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from stn_repro.config import check, check_choice, check_number, check_positive_int, get_value
 from stn_repro.data.cache import load_or_build
 from stn_repro.data.distortions import GENERATION_CHUNK, generate, split_seed
-from stn_repro.data.modules import DistortedMNISTDataModule
+from stn_repro.data.modules import DistortedMNISTDataModule, EpochBatches
 from stn_repro.data.sources import DIGITS, NUM_CLASSES, SOURCES
 from stn_repro.models.colocalisation import ColocalisationModel, load_or_train_embedding_cnn
 from stn_repro.systems.colocalisation import ColocalisationSystem
@@ -57,7 +57,7 @@ def choose_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
     return np.sort(np.concatenate(chosen))
 
 
-class ClassBalancedBatches:
+class ClassBalancedBatches(EpochBatches):
     """Training batches of ``per_class`` images of every class: ``(images (B, 1, H, W) float in [0, 1], labels
     (B,))`` grouped by class, each class's images in a fresh random order every epoch (seeded by ``seed`` and the
     epoch); an epoch ends when the smallest class runs out (the incomplete rest is dropped).
@@ -71,22 +71,21 @@ class ClassBalancedBatches:
     def __init__(
         self, arrays: dict[str, np.ndarray], per_class: int, seed: int = 0, device: torch.device | None = None
     ) -> None:
+        super().__init__()
         self.images = torch.as_tensor(arrays["images"], device=device)
         self.labels = torch.as_tensor(arrays["labels"], device=device)
         self.members = [(self.labels == k).nonzero().squeeze(1).cpu() for k in torch.unique(self.labels).tolist()]
         self.per_class = per_class
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return min(len(m) for m in self.members) // self.per_class
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         orders = [m[torch.randperm(len(m), generator=generator)] for m in self.members]
-        self.epoch += 1
         k = self.per_class
-        for i in range(len(self)):
+        for i in range(first, len(self)):
             index = torch.cat([order[i * k : (i + 1) * k] for order in orders]).to(self.images.device)
             yield self.images[index].float().div_(255.0)[:, None], self.labels[index]
 
