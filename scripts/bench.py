@@ -204,6 +204,8 @@ def compose_cell(cell: str, args: argparse.Namespace, work: Path, *overrides: st
                 f"data.val_size={args.val_size}",
                 f"paths.data={args.data_root}",
                 f"paths.runs={work / 'runs'}",
+                f"paths.variants={work / 'runs'}",
+                f"paths.models={work / 'models'}",
                 f"paths.checkpoints={work / 'checkpoints'}",
                 *overrides,
             ],

@@ -8,7 +8,7 @@ Each W&B run is labelled so that runs can be compared:
   that W&B sorts a sweep's runs by cell; **tags**: suite, profile and data source;
 - **config**: the resolved configuration and the caller's ``extra_config`` (parameter count, hash, git revision);
 - **id**: kept in the run's checkpoint folder, so that a killed run resuming from its checkpoint continues the same
-  W&B run (:func:`wandb_run_id`);
+  W&B run; a run that trains from the start gets a new one (:func:`wandb_run_id`);
 - **folder**: ``paths.wandb``; W&B writes each run to ``<paths.wandb>/wandb/offline-run-<time>-<id>/`` (``run-...``
   when online), where ``wandb sync <paths.wandb>/wandb`` finds them all.
 """
@@ -24,6 +24,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from stn_repro.scaling import resume_checkpoint
 
 WANDB_ID_FILE = "wandb_id"
 MAX_NAME = 128  # characters of a W&B run name
@@ -93,10 +95,11 @@ def run_group(suite: str, cell: str, sweep: str | None) -> str:
 
 
 def wandb_run_id(checkpoint_dir: Path) -> str:
-    """The W&B run id of the run checkpointed in ``checkpoint_dir``: the one in its ``wandb_id`` file, or on the first
-    attempt a new one (16 hex digits), which global rank 0 writes there (the other ranks log nothing to W&B)."""
+    """The W&B run id of the run checkpointed in ``checkpoint_dir``: the one in its ``wandb_id`` file when the run
+    resumes from a checkpoint there (:func:`~stn_repro.scaling.resume_checkpoint`), else (training from the start) a
+    new one (16 hex digits), which global rank 0 writes there (the other ranks log nothing to W&B)."""
     path = checkpoint_dir / WANDB_ID_FILE
-    if path.is_file():
+    if path.is_file() and resume_checkpoint(checkpoint_dir) is not None:
         return path.read_text().strip()
     run_id = secrets.token_hex(8)  # wandb 0.31 has no public id generator; any [0-9a-z] id unique in the project
     if rank_zero_only.rank == 0:

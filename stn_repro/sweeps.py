@@ -65,15 +65,22 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def summarise(jobs: Sequence[tuple[list[str], RunRecord | None]]) -> list[dict[str, Any]]:
-    """One row per swept point from ``(overrides, record or None)`` per job: ``point``, ``runs``, ``finished``,
-    ``<metric> mean`` / ``<metric> ±`` for :data:`METRICS` and ``records`` (their paths are not known here)."""
-    points: dict[str, list[RunRecord | None]] = {}
+    """One row per experiment and swept point from ``(overrides, record or None)`` per job: ``experiment``,
+    ``point``, ``runs``, ``finished``, ``<metric> mean`` / ``<metric> ±`` for :data:`METRICS` and ``seeds``."""
+    points: dict[tuple[str, str], list[RunRecord | None]] = {}
     for overrides, record in jobs:
-        points.setdefault(", ".join(swept_overrides(overrides)) or "(no override)", []).append(record)
+        experiment = next((o.partition("=")[2] for o in overrides if o.startswith("experiment=")), "(default)")
+        point = ", ".join(swept_overrides(overrides)) or "(no override)"
+        points.setdefault((experiment, point), []).append(record)
     rows = []
-    for point, records in points.items():
+    for (experiment, point), records in points.items():
         finished = [r for r in records if r is not None and r.status == "finished"]
-        row: dict[str, Any] = {"point": point, "runs": len(records), "finished": len(finished)}
+        row: dict[str, Any] = {
+            "experiment": experiment,
+            "point": point,
+            "runs": len(records),
+            "finished": len(finished),
+        }
         for metric in METRICS:
             values = [r.metrics[metric] for r in finished if metric in r.metrics]
             row[f"{metric} mean"], row[f"{metric} ±"] = mean_interval(values) if values else (None, None)
@@ -83,15 +90,18 @@ def summarise(jobs: Sequence[tuple[list[str], RunRecord | None]]) -> list[dict[s
 
 
 def markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
-    header = ["swept point", "runs (finished)", *(f"{m} (%)" for m in METRICS), "seeds"]
+    header = ["experiment", "swept point", "runs (finished)", *(f"{m} (%)" for m in METRICS), "seeds"]
     lines = [f"# Sweep summary: {title}", "", "Mean over seeds ± half-width of the 95% Student-t interval.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    best = min((r for r in rows if r["val/err mean"] is not None), key=lambda r: r["val/err mean"], default=None)
+    best: dict[str, float] = {}  # the lowest mean val/err of each experiment
     for row in rows:
-        cells = [
-            f"`{row['point']}`" + (" **(best val/err)**" if row is best else ""),
-            f"{row['runs']} ({row['finished']})",
-        ]
+        if row["val/err mean"] is not None and row["val/err mean"] < best.get(row["experiment"], math.inf):
+            best[row["experiment"]] = row["val/err mean"]
+    for row in rows:
+        points = sum(other["experiment"] == row["experiment"] for other in rows)
+        lowest = points > 1 and row["val/err mean"] is not None and row["val/err mean"] == best[row["experiment"]]
+        point = f"`{row['point']}`" + (" **(best val/err)**" if lowest else "")
+        cells = [f"`{row['experiment']}`", point, f"{row['runs']} ({row['finished']})"]
         for metric in METRICS:
             mean, half = row[f"{metric} mean"], row[f"{metric} ±"]
             cells.append("—" if mean is None else f"{mean:.2f}" + ("" if half is None else f" ± {half:.2f}"))

@@ -159,6 +159,7 @@ def test_both_cells_run_record_per_digit_metrics_and_build_the_table(tmp_path):
             cell, "profile.iterations=2", "profile.val_every=2", "profile.batch_size=20", "data.per_class=4",
             "data.source=bundled", "model.embedding.iterations=3", "model.embedding.channels=[4,8]",
             f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}",
+            f"paths.variants={tmp_path / 'runs'}", f"paths.models={tmp_path / 'models'}",
             f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.results={tmp_path / 'results'}",
         )  # fmt: skip
         record = run(cfg, tmp_path / cell)

@@ -56,6 +56,8 @@ def _config(tmp_path, data_root, *overrides):
                 "data.source=bundled",
                 f"paths.data={data_root}",
                 f"paths.runs={tmp_path / 'runs'}",
+                f"paths.variants={tmp_path / 'runs'}",
+                f"paths.models={tmp_path / 'models'}",
                 f"paths.checkpoints={tmp_path / 'ckpt'}",
                 *overrides,
             ],

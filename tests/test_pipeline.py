@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from stn_repro import reproduce
 from stn_repro.config import ConfigError, validate
 from stn_repro.models import STClassifier, build_matched_model, count_parameters
-from stn_repro.results.records import find_record, load_records, read_record
+from stn_repro.results.records import find_record, load_records
 from stn_repro.systems import ClassificationSystem
 from stn_repro.train import config_hash, run
 
@@ -37,6 +37,8 @@ def tiny_overrides(tmp_path, data_root):
         "data.source=bundled",
         f"paths.data={data_root}",
         f"paths.runs={tmp_path / 'runs'}",
+        f"paths.variants={tmp_path / 'runs'}",
+        f"paths.models={tmp_path / 'models'}",
         f"paths.checkpoints={tmp_path / 'ckpt'}",
         f"paths.results={tmp_path / 'results'}",
         f"paths.wandb={tmp_path}",
@@ -141,7 +143,7 @@ def test_a_diverging_run_is_recorded_as_diverged_never_as_a_number(tmp_path, dat
     record = run(cfg, tmp_path / "out")
     assert record.status == "diverged" and record.metrics is None
     assert "DIVERGED" in capsys.readouterr().err
-    stored = read_record(tmp_path / "runs" / "table1" / "fcn_r" / "seed0.json")
+    (stored,) = load_records(tmp_path / "runs", "table1")
     assert stored.status == "diverged" and stored.metrics is None
 
 
@@ -162,7 +164,15 @@ def test_bad_config_values_name_their_key(override, key):
 
 
 def test_reproduce_rejects_bad_values_before_any_training(tmp_path, capsys):
-    status = reproduce.main(["suite=smoke", "profile=quick", "optim.lr=-1", f"paths.runs={tmp_path}/runs"])
+    status = reproduce.main(
+        [
+            "suite=smoke",
+            "profile=quick",
+            "optim.lr=-1",
+            f"paths.runs={tmp_path}/runs",
+            f"paths.variants={tmp_path}/runs",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "optim.lr" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
@@ -180,6 +190,8 @@ def test_reproduce_runs_a_suite_builds_its_table_and_skips_it_the_second_time(tm
         "data.source=bundled",
         f"paths.data={data_root}",
         f"paths.runs={tmp_path / 'runs'}",
+        f"paths.variants={tmp_path / 'runs'}",
+        f"paths.models={tmp_path / 'models'}",
         f"paths.checkpoints={tmp_path / 'ckpt'}",
         f"paths.results={tmp_path / 'results'}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
@@ -187,16 +199,24 @@ def test_reproduce_runs_a_suite_builds_its_table_and_skips_it_the_second_time(tm
     assert reproduce.main(arguments) == 0
     out = capfd.readouterr().out
     assert "stn-repro: suite smoke: profile quick (as requested)" in out.splitlines()
-    assert "cell 1/2: fcn_r on R, seed 0" in out and "cell 2/2: st_cnn_aff_r on R, seed 0" in out
-    records = load_records(tmp_path / "runs", "table1")
-    assert [r.cell for r in records] == ["fcn_r", "st_cnn_aff_r"]
-    table = (tmp_path / "results" / "table1.md").read_text()
-    assert "| ST-CNN Aff | 0.7 / " in table and "NOT THE FULL MNIST" in table
-    assert (tmp_path / "results" / "table1.csv").exists()
+    assert "cell 1/2: fcn_r on R, seed 0" in out and "cell 2/2 (1/2 done, " in out  # then the suite's ETA
+    assert "suite ETA" in out and "): st_cnn_aff_r on R, seed 0" in out
+    records = load_records(tmp_path / "runs", "smoke")  # the smoke suite records as itself, never as table1
+    assert [r.cell for r in records] == ["fcn_r", "st_cnn_aff_r"] and not any(r.canonical for r in records)
+    assert records[0].overrides == [
+        "profile.batch_size=16",
+        "profile.iterations=3",
+        "profile.val_every=3",
+        "suite=smoke",
+    ]
+    assert not (tmp_path / "results").exists()  # variant runs never touch the results tables
+    table = (tmp_path / "multirun" / "smoke" / "tables" / "table1.md").read_text()
+    assert "| ST-CNN Aff | 0.7 / " in table and "NOT THE FULL MNIST" in table and "VARIANT RUNS" in table
+    assert (tmp_path / "multirun" / "smoke" / "summary.md").is_file()
 
     assert reproduce.main(arguments) == 0
     out = capfd.readouterr().out
-    assert out.count("done already") == 2 and "test/err" not in out
+    assert out.count("done already") == 2 and " parameters, " not in out  # nothing trained
 
 
 @pytest.mark.slow  # ~130 s on 2 CPU cores
@@ -209,6 +229,8 @@ def test_the_quick_profile_learns_st_cnn_beats_fcn_on_rts(tmp_path, data_root):
             "data.source=bundled",
             f"paths.data={data_root}",
             f"paths.runs={tmp_path / 'runs'}",
+            f"paths.variants={tmp_path / 'runs'}",
+            f"paths.models={tmp_path / 'models'}",
             f"paths.checkpoints={tmp_path / 'ckpt'}",
         )
         errors[cell] = run(cfg, tmp_path / "out").metrics["test/err"]

@@ -48,6 +48,8 @@ def _paths(tmp_path, root):
     return [
         f"paths.data={root}",
         f"paths.runs={tmp_path / 'runs'}",
+        f"paths.variants={tmp_path / 'runs'}",
+        f"paths.models={tmp_path / 'models'}",
         f"paths.checkpoints={tmp_path / 'ckpt'}",
         f"paths.results={tmp_path / 'results'}",
     ]

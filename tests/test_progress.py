@@ -17,8 +17,7 @@ pytestmark = pytest.mark.usefixtures("offline")
 
 
 def test_without_a_terminal_a_line_every_n_steps_and_after_each_validation(tmp_path, data_root, capsys):
-    overrides = ["profile.iterations=20", "profile.val_every=10", "progress.every=5", "fast.log_every=5",
-                 f"paths.variants={tmp_path / 'variants'}", f"paths.models={tmp_path / 'models'}"]  # fmt: skip
+    overrides = ["profile.iterations=20", "profile.val_every=10", "progress.every=5", "fast.log_every=5"]
     run(_tiny("table1/fcn_r", tmp_path, data_root, *overrides), tmp_path / "out")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("fcn_r on R, seed 0") and lines[0].endswith(

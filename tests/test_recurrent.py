@@ -164,6 +164,7 @@ def test_every_cell_trains_and_tests_on_cpu_and_the_table_is_rnn_spn_md(tmp_path
         cfg = _compose(
             cell, "profile.iterations=2", "profile.val_every=2", "profile.batch_size=250", "profile.theta_log_every=1",
             "data.val_size=8", "data.source=bundled", f"paths.data={data_root}", f"paths.runs={tmp_path / 'runs'}",
+            f"paths.variants={tmp_path / 'runs'}", f"paths.models={tmp_path / 'models'}",
             f"paths.checkpoints={tmp_path / 'ckpt'}", *tiny,
         )  # fmt: skip
         out = tmp_path / "out" / cfg.cell

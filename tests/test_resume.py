@@ -8,7 +8,6 @@ right after a mid-epoch checkpoint (``tests/kill_after_checkpoint.py``) and re-r
 
 import io
 import json
-import os
 import random
 import subprocess
 import sys
@@ -45,7 +44,12 @@ LOADERS = {  # 5 batches per epoch each
         {"images": _images(23, 3, 8, 8), "labels": torch.arange(23)}, 5, crop=5, random_crop=True, shuffle=True
     ),
     "volumes": lambda: VolumeBatches(
-        ExtrudedVolumes(size=40, thickness=4), _images(9, 28, 28), torch.arange(9), 2, pose_seed=5, shuffle=True,
+        ExtrudedVolumes(size=40, thickness=4),
+        _images(9, 28, 28),
+        torch.arange(9),
+        2,
+        pose_seed=5,
+        shuffle=True,
         resample=True,
     ),
     "class-balanced": lambda: ClassBalancedBatches(
@@ -168,17 +172,17 @@ def test_lightning_resumes_mid_epoch_exactly(tmp_path, recwarn):
     assert not [w for w in recwarn if "not resumable" in str(w.message)]
 
 
-# -- a real SIGKILL of `python -m stn_repro.train` ----------------------------------------------------------------------
+# -- a real SIGKILL of `python -m stn_repro.train` ---------------------------------------------------------------------
 
 
-def _command(tmp_path, data_root, name, *overrides):
-    """``python -m stn_repro.train`` for a short ST-CNN run on the bundled sample: batch 16 of 3,936 training
-    samples (246 batches an epoch), checkpoints every 90 steps, 300 steps; everything under ``tmp_path``."""
+def _command(tmp_path, data_root, name, iterations, val_every, *overrides):
+    """``python -m stn_repro.train`` for a short ST-CNN run on the bundled sample, batch 16 of 3,936 training samples
+    (246 batches an epoch), a checkpoint every ``val_every`` steps; everything under ``tmp_path / name``."""
     folder = tmp_path / name
     return [
         "experiment=table1/st_cnn_aff_r",
-        "profile.iterations=300",
-        "profile.val_every=90",
+        f"profile.iterations={iterations}",
+        f"profile.val_every={val_every}",
         "profile.batch_size=16",
         "data.val_size=64",
         "data.source=bundled",
@@ -194,9 +198,12 @@ def _command(tmp_path, data_root, name, *overrides):
 
 
 def _start(arguments, kill_after=None):
-    prefix = [str(ROOT / "tests" / "kill_after_checkpoint.py"), str(kill_after)] if kill_after else ["-m", "stn_repro.train"]
-    return subprocess.Popen([sys.executable, *prefix, *arguments], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
+    """The run as a subprocess; with ``kill_after``, one that SIGKILLs itself after that step's checkpoint."""
+    script = (
+        [str(ROOT / "tests" / "kill_after_checkpoint.py"), str(kill_after)] if kill_after else ["-m", "stn_repro.train"]
+    )
+    command = [sys.executable, *script, *arguments]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(process, returncode=0):
@@ -211,30 +218,37 @@ def _result(folder):
     return record, torch.load(weights, weights_only=True)
 
 
-@pytest.mark.slow  # ~2-3 min a case on 2 busy CPU cores: 3 runs of 300, 270 and 30 steps, ~20 s start-up each
-@pytest.mark.parametrize("data", ["fixed", "resampled"])
-def test_a_run_sigkilled_mid_epoch_and_rerun_ends_bitwise_equal(tmp_path, data_root, data):
-    overrides = ["data.resample_every_epoch=true"] if data == "resampled" else []
-    reference = _start(_command(tmp_path, data_root, "uninterrupted", *overrides))
-    interrupted = _command(tmp_path, data_root, "interrupted", *overrides)
-    killed = _start(interrupted, kill_after=270)  # epoch 1, batch 24; alongside the reference (2 cores)
-    _finish(killed, returncode=-9)
+@pytest.mark.slow  # 1-2 min (fixed) and 3-5 min (resampled) on 2 busy CPU cores: 3 runs, ~20 s start-up each
+@pytest.mark.parametrize(
+    ("overrides", "iterations", "val_every", "kill_after", "position"),
+    [
+        pytest.param([], 60, 20, 40, {"epoch": 0, "batch": 40}, id="fixed"),
+        pytest.param(["data.resample_every_epoch=true"], 300, 50, 250, {"epoch": 1, "batch": 4}, id="resampled"),
+    ],
+)
+def test_a_run_sigkilled_mid_epoch_and_rerun_ends_bitwise_equal(
+    tmp_path, data_root, overrides, iterations, val_every, kill_after, position
+):
+    reference = _start(_command(tmp_path, data_root, "uninterrupted", iterations, val_every, *overrides))
+    interrupted = _command(tmp_path, data_root, "interrupted", iterations, val_every, *overrides)
+    _finish(_start(interrupted, kill_after=kill_after), returncode=-9)  # alongside the reference (2 cores)
     (checkpoint,) = (tmp_path / "interrupted" / "ckpt").glob("**/last.ckpt")
     state = torch.load(checkpoint, weights_only=True)
-    assert state["global_step"] == 270
-    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batch": 24}]
+    assert state["global_step"] == kill_after
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [position]
     partial_s = state["callbacks"]["ResumeState"]["wall_time_s"]
     assert "resuming from" in _finish(_start(interrupted))
     _finish(reference)
-    (record, weights), (expected, expected_weights) = _result(tmp_path / "interrupted"), _result(
-        tmp_path / "uninterrupted"
+    (record, weights), (expected, expected_weights) = (
+        _result(tmp_path / "interrupted"),
+        _result(tmp_path / "uninterrupted"),
     )
-    assert record.iterations == expected.iterations == 300
+    assert record.iterations == expected.iterations == iterations
     assert weights.keys() == expected_weights.keys()
     for name in weights:
         assert torch.equal(weights[name], expected_weights[name]), name
     assert record.metrics["test/err"] == expected.metrics["test/err"]
-    assert record.metrics["val/err"] == expected.metrics["val/err"]
+    assert record.metrics["val/err"] == expected.metrics["val/err"]  # the last validation ran after the resume
     assert record.wall_time_s > partial_s > 0
-    print(json.dumps({"test/err": record.metrics["test/err"], "wall_time_s": [partial_s, record.wall_time_s,
-                                                                            expected.wall_time_s]}))  # fmt: skip
+    walls = {"killed at checkpoint": partial_s, "resumed": record.wall_time_s, "uninterrupted": expected.wall_time_s}
+    print(json.dumps({"test/err": record.metrics["test/err"], "wall_time_s": walls}))

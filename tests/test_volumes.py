@@ -215,7 +215,9 @@ def test_both_cells_train_test_record_and_tabulate(tmp_path):
         cfg = _compose(
             cell, "profile.iterations=2", "profile.val_every=2", "profile.batch_size=4", "data.val_size=4",
             "data.limit=16", "data.source=bundled", f"paths.data={tmp_path / 'data'}",
-            f"paths.runs={tmp_path / 'runs'}", f"paths.checkpoints={tmp_path / 'ckpt'}",
+            f"paths.runs={tmp_path / 'runs'}",
+            f"paths.variants={tmp_path / 'runs'}", f"paths.models={tmp_path / 'models'}",
+            f"paths.checkpoints={tmp_path / 'ckpt'}",
         )  # fmt: skip
         out = tmp_path / "out" / cell
         record = run(cfg, out)

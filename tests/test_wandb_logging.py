@@ -22,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("offline")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _outputs_under(tmp_path):
-    """The record and weight folders (not in ``tiny_overrides``) under ``tmp_path`` too."""
-    return [f"paths.variants={tmp_path / 'variants'}", f"paths.models={tmp_path / 'models'}"]
-
-
 def _offline_env(tmp_path):
     """W&B offline, with its settings, cache and credentials lookup in folders of its own."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
@@ -45,7 +40,7 @@ def test_a_sweep_job_logs_visible_grids_under_its_override_name_in_the_sweep_gro
     override, the group is the sweep, the config holds parameter count, hash and git revision."""
     command = [
         sys.executable, "-m", "stn_repro.train", "-m", "experiment=table1/st_cnn_aff_r", "optim.lr=0.003",
-        "logger=wandb", "profile.image_log_every=1", *tiny_overrides(tmp_path, data_root), *_outputs_under(tmp_path),
+        "logger=wandb", "profile.image_log_every=1", *tiny_overrides(tmp_path, data_root),
         f"hydra.sweep.dir={tmp_path / 'lr-sweep'}",
     ]  # fmt: skip
     subprocess.run(command, cwd=ROOT, env=_offline_env(tmp_path), check=True, capture_output=True)
@@ -55,7 +50,7 @@ def test_a_sweep_job_logs_visible_grids_under_its_override_name_in_the_sweep_gro
     pixels = np.asarray(Image.open(pngs[-1]))
     assert pixels.dtype == np.uint8 and pixels.min() == 0 and pixels.max() > 200, (pixels.min(), pixels.max())
 
-    (record_file,) = (tmp_path / "variants").rglob("seed0-*.json")
+    (record_file,) = (tmp_path / "runs").rglob("seed0-*.json")
     record = json.loads(record_file.read_text())
     (wandb_file,) = run_dir.glob("*.wandb")
     blob = wandb_file.read_bytes()
@@ -67,8 +62,8 @@ def test_a_sweep_job_logs_visible_grids_under_its_override_name_in_the_sweep_gro
 
 def test_theta_statistics_reach_the_loggers_at_their_own_interval(tmp_path, data_root):
     """θ every 5 steps in a 20-step run whose trainer logs every 20 (``fast.log_every`` 50, capped at the run)."""
-    cfg = _tiny("table1/st_cnn_aff_r", tmp_path, data_root, *_outputs_under(tmp_path), "profile.iterations=20",
-                "profile.val_every=20", "profile.theta_log_every=5")  # fmt: skip
+    cfg = _tiny("table1/st_cnn_aff_r", tmp_path, data_root, "profile.iterations=20", "profile.val_every=20",
+                "profile.theta_log_every=5")  # fmt: skip
     assert run(cfg, tmp_path / "out").status == "finished"
     (metrics,) = (tmp_path / "out" / "csv").rglob("metrics.csv")
     rows = list(csv.DictReader(metrics.open()))
@@ -88,12 +83,16 @@ def test_run_names_carry_the_overrides_and_groups_the_sweep():
 
 
 def test_a_resumed_run_continues_the_wandb_run_of_its_first_attempt(tmp_path, monkeypatch):
-    """The id is kept in the run's checkpoint folder (the same for every attempt); only global rank 0 writes it."""
+    """The id is kept in the run's checkpoint folder (the same for every attempt) and reused when the run resumes
+    from a checkpoint there; a run that starts again from step 0 is a new W&B run. Only global rank 0 writes it."""
     checkpoints = tmp_path / "ckpt" / "table1" / "cnn_r" / "seed0-0123456789abcdef"
     first = wandb_run_id(checkpoints)
-    assert re.fullmatch(r"[0-9a-f]{16}", first)
-    assert wandb_run_id(checkpoints) == first and (checkpoints / "wandb_id").read_text().strip() == first
-    assert wandb_run_id(tmp_path / "another") != first
+    assert re.fullmatch(r"[0-9a-f]{16}", first) and (checkpoints / "wandb_id").read_text().strip() == first
+    (checkpoints / "last.ckpt").write_bytes(b"")  # the first attempt checkpointed, then was killed
+    assert wandb_run_id(checkpoints) == first
+    (checkpoints / "last.ckpt").unlink()  # killed before its first checkpoint: the next attempt starts over
+    restarted = wandb_run_id(checkpoints)
+    assert restarted != first and (checkpoints / "wandb_id").read_text().strip() == restarted
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     wandb_run_id(tmp_path / "rank1")
     assert not (tmp_path / "rank1" / "wandb_id").exists()
