@@ -225,17 +225,17 @@ def _one_device_evaluation(cfg, state_dict, figures):
 
 def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_exactly(tmp_path, data_root, monkeypatch):
     """2 ranks (gloo, CPU, ddp_spawn) x 8 samples = 1 process x 16: the same parameters after 10 steps of the paper's
-    plain SGD to 1e-12; the run's val/test errors equal one process's evaluation of the same weights exactly; one
+    plain SGD to 1e-7 (float32 rounding of float64 weights); the run's val/test errors equal one process's evaluation of the same weights exactly; one
     W&B run (offline) holds rank 0's training curve and the test error.
 
     Both runs train in float64 (``trainer.precision=64-true``): in float32 the two sides sum gradients in different
     orders (2 ranks x 1 thread against 1 process x 2 threads, and DDP's all-reduce), and 10 steps at lr 0.1 amplify
     that rounding by a factor that depends on the CPU's kernels (max |dparam| 6e-8 on an AMD EPYC, 4.8e-5 on an
-    Intel Xeon). In float64 the same comparison measures 3e-17: the bound tests the sharding, not the CPU.
+    Intel Xeon). In float64 the same comparison measures 3e-17 (2e-8 after rounding the kept weights to float32): the
+    bound tests the sharding, not the CPU.
 
     (With momentum 0.9 and lr 0.05, 30 steps amplify float rounding differences, even between 1 and 2 threads of
     one process, to 4e-2: a tolerance there would test the dynamics, not the sharding.)"""
-    monkeypatch.setattr("stn_repro.train.shutil", SimpleNamespace(rmtree=lambda *args, **kwargs: None))  # keep ckpts
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # W&B offline, in folders of its own
     for name in ("NETRC", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
@@ -248,11 +248,9 @@ def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_ex
     assert (single.iterations, ddp.iterations, ddp.device) == (10, 10, "cpu x2 (ddp_spawn)")
 
     weights = {}
-    for name in ("one", "ddp"):
-        (path,) = (tmp_path / name / "ckpt").rglob("last.ckpt")
-        checkpoint = torch.load(path, weights_only=True)
-        assert checkpoint["global_step"] == 10
-        weights[name] = checkpoint["state_dict"]
+    for name in ("one", "ddp"):  # the final weights every finished run keeps
+        (path,) = (tmp_path / name / "models").rglob("weights.pt")
+        weights[name] = {f"model.{k}": v.float() for k, v in torch.load(path, weights_only=True).items()}
     pl.seed_everything(0, verbose=False)  # the initial weights, as run() builds them
     data = get_task(single_cfg).data(single_cfg)
     data.prepare_data()
@@ -260,7 +258,9 @@ def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_ex
     initial = get_task(single_cfg).model(single_cfg, data)[0].state_dict()
     moved = max((weights["one"][f"model.{k}"] - v).abs().max().item() for k, v in initial.items())
     differ = max((weights["one"][k] - weights["ddp"][k]).abs().max().item() for k in weights["one"])
-    assert moved > 1e-2 and differ < 1e-12, (moved, differ)
+    # float64 training agrees to ~3e-17; the kept weights of the ddp_spawn job come back into the launching process's
+    # float32 module, so both sides are compared as float32: at most one rounding step (~3e-8 here) apart
+    assert moved > 1e-2 and differ < 1e-7, (moved, differ)
 
     val_err, test_err = _one_device_evaluation(ddp_cfg, weights["ddp"], tmp_path / "figures")
     assert ddp.metrics["val/err"] == val_err  # every rank validated the whole set, the metric synced sums

@@ -1,0 +1,121 @@
+"""Run identity: sweep points never overwrite each other, canonical vs variant records, forced and corrupt re-runs,
+kept models and their evaluation, one-line argument errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stn_repro import evaluate
+from stn_repro.cli import check_arguments
+from stn_repro.config import ConfigError
+from stn_repro.identity import compose_config, protocol_overrides
+from stn_repro.results.records import load_records
+from stn_repro.train import run
+from tests.test_pipeline import _tiny
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("offline")
+
+
+def _paths(tmp_path, data_root):
+    return [
+        "data.source=bundled",
+        f"paths.data={data_root}",
+        f"paths.runs={tmp_path / 'runs'}",
+        f"paths.variants={tmp_path / 'variants'}",
+        f"paths.models={tmp_path / 'models'}",
+        f"paths.checkpoints={tmp_path / 'ckpt'}",
+        f"paths.results={tmp_path / 'results'}",
+    ]
+
+
+def test_the_readme_sweep_keeps_both_points_and_writes_a_summary(tmp_path, data_root):
+    command = [sys.executable, "-m", "stn_repro.train", "-m", "experiment=table1/st_cnn_aff_rts",
+               "optim.lr=0.003,0.01", "profile.iterations=4", "profile.val_every=4", "profile.batch_size=8",
+               "data.val_size=16", *_paths(tmp_path, data_root), f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = load_records(tmp_path / "variants", "table1")
+    # optim.lr=0.01 is the profile's own value: that point differs from its experiment by the schedule alone
+    assert sorted("optim.lr=0.003" in r.overrides for r in records) == [False, True]
+    assert all("profile.iterations=4" in r.overrides for r in records)
+    assert len({r.config_hash for r in records}) == 2 and not any(r.canonical for r in records)
+    assert not (tmp_path / "runs").exists()  # no canonical record: nothing for the committed tables
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert [j.split("-", 2)[2] for j in jobs][0].startswith("seed0-") and "optim.lr=0.003" in jobs[0]
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "`optim.lr=0.003, " in summary and "`optim.lr=0.01, " in summary and "best val/err" in summary
+    assert (tmp_path / "sweep" / "summary.csv").read_text().count("\n") == 3
+    assert "Sweep summary" in done.stdout
+
+    model = next((tmp_path / "models" / "table1" / "st_cnn_aff_rts").iterdir())
+    metrics, out = evaluate.evaluate(model)
+    stored = json.loads(out.read_text())
+    by_hash = {r.config_hash: r for r in records}
+    assert metrics["test/err"] == by_hash[model.name.split("-")[1]].metrics["test/err"]  # the same weights, re-tested
+    assert stored["data"]["name"] == "rts" and stored["metrics"] == metrics
+
+
+def test_a_typo_in_the_experiment_exits_non_zero_with_close_matches():
+    done = subprocess.run([sys.executable, "-m", "stn_repro.train", "experiment=table1/st_cnn_aff_rst"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "error: unknown experiment 'table1/st_cnn_aff_rst': did you mean table1/st_cnn_aff_rts or "
+        "table1/st_cnn_aff_r or table1/st_fcn_aff_rts?"
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments,says",
+    [
+        (["experiment=table1/fcn_r", "optim.lrr=0.1"], "Could not override 'optim.lrr'"),
+        (["-m", "experiment=table1/fcn_r", "optim.lr=0.1,0.2", "data=rtz"], "Could not find 'data/rtz'"),
+        (["experiment=table1/fcn_r,table1/fcn_rtz"], "unknown experiment 'table1/fcn_rtz'"),
+        (["optim.lr=["], "no viable alternative"),
+    ],
+)
+def test_bad_arguments_are_one_line(arguments, says):
+    with pytest.raises(ConfigError, match=says) as info:
+        check_arguments(arguments)
+    assert "\n" not in str(info.value)
+
+
+def test_canonical_means_the_suites_own_configuration():
+    assert protocol_overrides(compose_config(["experiment=table1/fcn_r"])) == ([], True)
+    assert protocol_overrides(compose_config(["experiment=addition/fcn", "profile=addition_quick"])) == ([], True)
+    # device, speed and output options are not changes to the cell
+    same = compose_config(["experiment=table1/fcn_r", "trainer.devices=2", "fast.compile=true", "logger=wandb"])
+    assert protocol_overrides(same) == ([], True)
+    assert protocol_overrides(compose_config(["experiment=table1/fcn_r", "optim.lr=0.1"])) == (["optim.lr=0.1"], False)
+    smoke = compose_config(["experiment=table1/fcn_r", "suite=smoke"])
+    assert protocol_overrides(smoke, started_from="table1/fcn_r") == (["suite=smoke"], False)
+
+
+def test_rerun_keeps_the_old_record_and_a_corrupt_record_is_set_aside_and_retrained(tmp_path, data_root, capsys):
+    cfg = _tiny("table1/fcn_r", tmp_path, data_root)
+    first = run(cfg, tmp_path / "out")
+    assert run(cfg, tmp_path / "out") == first and "rerun=true trains it again" in capsys.readouterr().out
+    cfg.rerun = True
+    again = run(cfg, tmp_path / "out")
+    assert again.created >= first.created
+    (replaced,) = (tmp_path / "runs" / "table1" / "fcn_r" / "replaced").glob("*.json")
+    assert json.loads(replaced.read_text())["created"] == first.created
+    cfg.rerun = False
+    (current,) = (tmp_path / "runs" / "table1" / "fcn_r").glob("seed0-*.json")
+    current.write_text("{half")
+    retrained = run(cfg, tmp_path / "out")
+    assert retrained.status == "finished" and "moved to" in capsys.readouterr().err
+    assert len(list((tmp_path / "runs" / "table1" / "fcn_r" / "replaced").glob("*.corrupt-*.json"))) == 1
+
+
+def test_an_unwritable_runs_folder_stops_before_training(tmp_path, data_root):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    cfg = _tiny("table1/fcn_r", tmp_path, data_root, f"paths.variants={blocked / 'runs'}")
+    with pytest.raises(ConfigError, match="cannot write to .*blocked/runs"):
+        run(cfg, tmp_path / "out")
+    assert not (tmp_path / "ckpt").exists()
