@@ -225,8 +225,8 @@ def _one_device_evaluation(cfg, state_dict, figures):
 
 def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_exactly(tmp_path, data_root, monkeypatch):
     """2 ranks (gloo, CPU, ddp_spawn) x 8 samples = 1 process x 16: the same parameters after 10 steps of the paper's
-    plain SGD to 1e-7 (float32 rounding of float64 weights); the run's val/test errors equal one process's evaluation of the same weights exactly; one
-    W&B run (offline) holds rank 0's training curve and the test error.
+    plain SGD to 1e-7 (float32 rounding of float64 weights); the run's val/test errors equal one process's evaluation
+    of the same weights exactly; one W&B run (offline) holds rank 0's training curve and the test error.
 
     Both runs train in float64 (``trainer.precision=64-true``): in float32 the two sides sum gradients in different
     orders (2 ranks x 1 thread against 1 process x 2 threads, and DDP's all-reduce), and 10 steps at lr 0.1 amplify
