@@ -14,7 +14,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -51,7 +50,7 @@ from stn_repro.scaling import check_launch, describe_device, leave_process_group
 from stn_repro.sweeps import SweepSummary  # noqa: F401 (registers the job_suffix resolver of hydra.sweep.subdir)
 from stn_repro.systems import DivergedError
 from stn_repro.tasks import deviations, get_task
-from stn_repro.utils import atomic_path
+from stn_repro.utils import atomic_path, probe_writable
 
 
 def run(
@@ -246,9 +245,7 @@ def check_writable(*folders: Path) -> None:
     before training, so that no finished run is lost to a folder it cannot be recorded in."""
     for folder in folders:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+            probe_writable(folder)
         except OSError as error:
             raise ConfigError(
                 f"cannot write to {folder} ({error.strerror or error}); make it writable or point paths.* elsewhere"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,3 +32,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def shorten(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, ending in ``…`` when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def probe_writable(folder: str | Path) -> None:
+    """Make ``folder`` if missing and create (and remove) a file in it; raises the :class:`OSError` if either fails."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass

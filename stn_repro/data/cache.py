@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping
@@ -40,7 +39,7 @@ import numpy as np
 
 from stn_repro import __version__
 from stn_repro.data.errors import CacheError, DataError, one_line
-from stn_repro.utils import atomic_path, shorten
+from stn_repro.utils import atomic_path, probe_writable, shorten
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -294,9 +293,7 @@ def _read(path: Path, expected: Mapping[str, Any]) -> tuple[dict[str, np.ndarray
 
 def _check_writable(folder: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        probe_writable(folder)
     except OSError as exc:
         raise DataError(
             f"cache folder {folder} is not writable ({one_line(exc)}); choose a writable data folder or fix "
