@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.results.reference import paper_value
+from stn_repro.utils import probe_writable
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling
@@ -85,9 +87,6 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "optim.grad_clip", 0.0)
     check_number(cfg, "optim.theta_loss_weight", 0.0)
     check_choice(cfg, "trainer.accelerator", ACCELERATORS)
-    accelerator = get_value(cfg, "trainer.accelerator")
-    check(accelerator not in ("gpu", "cuda") or torch.cuda.is_available(), "trainer.accelerator", accelerator,
-          "cpu here: no CUDA device is visible (torch.cuda.is_available() is False); use trainer=cpu")  # fmt: skip
     check(isinstance(get_value(cfg, "rerun"), bool), "rerun", get_value(cfg, "rerun"), "true or false")
     check_positive_int(cfg, "trainer.num_nodes")
     check_trainer_processes(cfg)
@@ -103,6 +102,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"config error: paper={OmegaConf.to_container(paper)} names no reference cell ({error})"
             ) from None
+    accelerator = get_value(cfg, "trainer.accelerator")  # last: every value above is wrong on any machine
+    check(accelerator not in ("gpu", "cuda") or torch.cuda.is_available(), "trainer.accelerator", accelerator,
+          "cpu here: no CUDA device is visible (torch.cuda.is_available() is False); use trainer=cpu")  # fmt: skip
 
 
 def check_trainer_processes(cfg: DictConfig) -> None:
@@ -161,3 +163,15 @@ def check_transformer_family(cfg: DictConfig, has_transformer: bool, allowed: tu
         check_choice(cfg, "transformer.family", allowed)
     else:
         check(family is None, "transformer.family", family, "null (transformer=none) for the models without one")
+
+
+def check_writable(*folders: Path) -> None:
+    """Raise :class:`ConfigError` unless a file can be created in each of ``folders`` (made if missing): checked
+    before training, so that no finished run is lost to a folder it cannot be recorded in."""
+    for folder in folders:
+        try:
+            probe_writable(folder)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write to {folder} ({error.strerror or error}); make it writable or point paths.* elsewhere"
+            ) from None

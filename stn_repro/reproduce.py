@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from stn_repro.cli import one_line
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError, check_writable, validate
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR, compose_config, config_hash, protocol_overrides
 from stn_repro.models.cub import PretrainedWeightsError
@@ -157,6 +157,10 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
         for seed in cfg.profile.seeds:
             seeded = OmegaConf.merge(cfg, {"seed": seed})
             plan.runs.append(PlannedRun(cfg.cell, seed, root, config_hash(seeded, checksum), canonical, changed))
+    cfg = plan.configs[cells[0]]
+    check_writable(*{run.runs_root for run in plan.runs}, Path(cfg.paths.models))
+    if plan.canonical:
+        check_writable(Path(cfg.paths.results) / "figures")
     return plan
 
 

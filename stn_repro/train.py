@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
 from stn_repro.cli import exit_on_bad_arguments
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError, check_writable, validate
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
 from stn_repro.identity import config_hash, git_revision, protocol_overrides
@@ -50,7 +50,7 @@ from stn_repro.scaling import check_launch, describe_device, leave_process_group
 from stn_repro.sweeps import SweepSummary  # noqa: F401 (registers the job_suffix resolver of hydra.sweep.subdir)
 from stn_repro.systems import DivergedError
 from stn_repro.tasks import deviations, get_task
-from stn_repro.utils import atomic_path, probe_writable
+from stn_repro.utils import atomic_path
 
 
 def run(
@@ -238,18 +238,6 @@ def save_config(folder: Path, cfg: DictConfig) -> None:
     model (or a checkpoint's) from."""
     with atomic_path(folder / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
-
-
-def check_writable(*folders: Path) -> None:
-    """Raise :class:`ConfigError` unless a file can be created in each of ``folders`` (made if missing): checked
-    before training, so that no finished run is lost to a folder it cannot be recorded in."""
-    for folder in folders:
-        try:
-            probe_writable(folder)
-        except OSError as error:
-            raise ConfigError(
-                f"cannot write to {folder} ({error.strerror or error}); make it writable or point paths.* elsewhere"
-            ) from None
 
 
 def _existing_record(runs_root: Path, cfg: DictConfig, digest: str) -> RunRecord | None:

@@ -119,3 +119,16 @@ def test_an_unwritable_runs_folder_stops_before_training(tmp_path, data_root):
     with pytest.raises(ConfigError, match="cannot write to .*blocked/runs"):
         run(cfg, tmp_path / "out")
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_reproduce_checks_that_its_tables_can_be_written_before_training(tmp_path, data_root, capsys):
+    from stn_repro import reproduce
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    arguments = ["suite=cluttered", "profile=quick", *_paths(tmp_path, data_root), f"paths.results={blocked}"]
+    assert reproduce.main(arguments) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to" in err and "blocked/figures" in err and "Traceback" not in err
+    assert not (tmp_path / "ckpt").exists()  # nothing trained
+    assert reproduce.main(["--help"]) == 0 and "python -m stn_repro.reproduce" in capsys.readouterr().out

@@ -118,7 +118,8 @@ def test_run_directories_of_jobs_started_together_differ(monkeypatch):
     first, second = _compose(hydra=True).hydra, _compose(hydra=True).hydra
     assert first.run.dir != second.run.dir and first.sweep.dir != second.sweep.dir  # microseconds apart
     subdir = OmegaConf.to_container(first.sweep)["subdir"]
-    assert subdir == "${hydra.job.num}-${cell}-seed${seed}"  # the jobs of one sweep: their job number
+    # the jobs of one sweep: their job number, then their swept values
+    assert subdir == "${hydra.job.num}-${cell}-seed${seed}${job_suffix:${hydra.job.override_dirname}}"
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert _compose(hydra=True).hydra.run.dir == "outputs/table1/st_cnn_aff_r/seed0/4242"  # all ranks, requeues
 
@@ -192,7 +193,7 @@ def test_the_slurm_requeue_signal_saves_a_checkpoint_and_the_requeued_job_resume
     )
     record = run(cfg, tmp_path / "out")
     assert f"resuming from {folder / 'hpc_ckpt_1.ckpt'}" in capsys.readouterr().out
-    assert steps_run == [3, 4, 5] and record.iterations == 6 and not folder.exists()
+    assert steps_run == [3, 4, 5] and record.iterations == 6 and not list(folder.glob("*.ckpt"))
 
 
 def test_resume_takes_the_newest_checkpoint(tmp_path):
@@ -279,7 +280,7 @@ def _reproduce(tmp_path, data_root, *extra):
     arguments = ["suite=smoke", "profile=quick", *tiny_overrides(tmp_path, data_root)]
     arguments += [f"hydra.sweep.dir={tmp_path / 'multirun'}", *extra]
     assert reproduce.main(arguments) == 0
-    return load_records(tmp_path / "runs", "table1")
+    return load_records(tmp_path / "runs", "smoke")
 
 
 _VARYING = {"wall_time_s", "created"}
@@ -297,13 +298,13 @@ def test_the_submitit_launcher_runs_a_multirun_to_the_basic_launchers_records(tm
     submitit = _reproduce(tmp_path / "submitit", data_root, "hydra/launcher=submitit_local")
     assert [r.cell for r in submitit] == ["fcn_r", "st_cnn_aff_r"]
     assert [_comparable(r) for r in submitit] == [_comparable(r) for r in basic]
-    assert len(list((tmp_path / "submitit" / "multirun" / ".submitit").rglob("*_result.pkl"))) == 2
+    assert len(list((tmp_path / "submitit" / "multirun" / "smoke" / ".submitit").rglob("*_result.pkl"))) == 2
 
 
 def test_the_joblib_launcher_runs_two_jobs_in_two_workers_and_the_table_is_built(tmp_path, data_root, capfd):
     records = _reproduce(tmp_path, data_root, "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2")
     assert "Joblib.Parallel(n_jobs=2," in capfd.readouterr().out
     assert [r.cell for r in records] == ["fcn_r", "st_cnn_aff_r"] and all(r.status == "finished" for r in records)
-    table = (tmp_path / "results" / "table1.md").read_text()
+    table = (tmp_path / "multirun" / "smoke" / "tables" / "table1.md").read_text()  # variants: not in results/
     assert "| FCN | 2.1 / " in table and "| ST-CNN Aff | 0.7 / " in table
-    assert OmegaConf.load(tmp_path / "multirun" / "multirun.yaml").hydra.launcher.n_jobs == 2
+    assert OmegaConf.load(tmp_path / "multirun" / "smoke" / "multirun.yaml").hydra.launcher.n_jobs == 2
