@@ -18,6 +18,7 @@ multirun's folder (``multirun/<suite>/<time>/tables/``): ``results/`` is never t
 
 from __future__ import annotations
 
+import difflib
 import subprocess
 import sys
 import time
@@ -58,7 +59,9 @@ def parse_arguments(argv: list[str]) -> tuple[list[str], str, list[str]]:
     for suite in suites:
         if not (CONF_DIR / "suites" / f"{suite}.yaml").exists():
             known = sorted(p.stem for p in (CONF_DIR / "suites").glob("*.yaml"))
-            raise ConfigError(f"unknown suite {suite!r}; expected one of {', '.join(known)}")
+            close = difflib.get_close_matches(suite, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"unknown suite {suite!r}; {hint}expected one of {', '.join(known)}")
     return suites, profile, overrides
 
 

@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from stn_repro.results.records import RecordError, RunRecord, read_record
 from stn_repro.utils import atomic_path, shorten
 
-#: Overrides that say which job it is, not which point of the sweep.
-_BOOKKEEPING = ("experiment", "seed", "profile", "progress", "suite", "paths", "hydra", "rerun")
+#: Overrides that say which job it is, not which point of the sweep: these keys, and every key under these groups.
+_BOOKKEEPING_KEYS = ("experiment", "seed", "profile", "suite", "rerun")
+_BOOKKEEPING_GROUPS = ("paths", "hydra", "progress")
 METRICS = ("val/err", "test/err")
 # Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom (more: the normal's 1.96).
 _T975 = (
@@ -38,11 +39,12 @@ _T975 = (
 
 
 def swept_overrides(overrides: Sequence[str]) -> list[str]:
-    """``overrides`` less the bookkeeping ones (:data:`_BOOKKEEPING` keys and their sub-keys)."""
+    """``overrides`` less the bookkeeping ones (e.g. ``seed=1``, ``paths.runs=...``; ``profile.iterations=20`` is
+    kept: it changes the run)."""
     kept = []
     for override in overrides:
         key = override.lstrip("+~").partition("=")[0]
-        if key.split(".")[0] not in _BOOKKEEPING:
+        if key not in _BOOKKEEPING_KEYS and key.split(".")[0] not in _BOOKKEEPING_GROUPS:
             kept.append(override)
     return kept
 

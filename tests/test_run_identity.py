@@ -132,3 +132,15 @@ def test_reproduce_checks_that_its_tables_can_be_written_before_training(tmp_pat
     assert "cannot write to" in err and "blocked/figures" in err and "Traceback" not in err
     assert not (tmp_path / "ckpt").exists()  # nothing trained
     assert reproduce.main(["--help"]) == 0 and "python -m stn_repro.reproduce" in capsys.readouterr().out
+
+
+def test_sweep_points_and_their_intervals():
+    from stn_repro.sweeps import job_suffix, mean_interval, swept_overrides
+
+    job = ["experiment=a/b", "seed=1", "profile=quick", "profile.iterations=20", "paths.runs=/x", "optim.lr=0.1",
+           "progress.total=3", "suite=smoke"]  # fmt: skip
+    assert swept_overrides(job) == ["profile.iterations=20", "optim.lr=0.1"]
+    assert job_suffix("optim.lr=0.1,paths.runs=/tmp/x,seed=0") == "-optim.lr=0.1" and job_suffix("seed=0") == ""
+    mean, half = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 / 3**0.5)  # t(0.975, 2 df) x sd 1 / sqrt(3)
+    assert mean_interval([5.0]) == (5.0, None)
