@@ -144,3 +144,20 @@ def test_sweep_points_and_their_intervals():
     mean, half = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 / 3**0.5)  # t(0.975, 2 df) x sd 1 / sqrt(3)
     assert mean_interval([5.0]) == (5.0, None)
+
+
+@pytest.mark.parametrize(
+    "override,says",
+    [
+        ("optim.lrr=0.1", "Could not override 'optim.lrr'"),
+        ("model=resnet", "Could not find 'model/resnet'"),
+        ("trainer=gpu", "no CUDA device is visible"),
+    ],
+)
+def test_reproduce_config_errors_are_one_line(override, says, tmp_path, data_root, capsys, monkeypatch):
+    from stn_repro import reproduce
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert reproduce.main(["suite=smoke", *_paths(tmp_path, data_root), override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err and "Traceback" not in err
