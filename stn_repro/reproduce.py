@@ -36,11 +36,13 @@ from stn_repro.config import ConfigError, check_writable, validate
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR, compose_config, config_hash, protocol_overrides
 from stn_repro.models.cub import PretrainedWeightsError
+from stn_repro.results.claims import check_claims, summary_line, write_claims
 from stn_repro.results.records import RecordError, RunRecord, find_record
 from stn_repro.results.tables import TableError, build_not_run_tables, build_tables
 from stn_repro.tasks import get_task, preflight
 
 PROFILES = ("auto", "quick", "paper")
+CLAIM_SUITES = ("table1", "cluttered")  # whose records results/claims.md checks
 
 
 def parse_arguments(argv: list[str]) -> tuple[list[str], str, list[str]]:
@@ -167,8 +169,9 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
     return plan
 
 
-def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
-    """Run a planned suite (one Hydra multirun) and tabulate its records; returns the multirun's exit status."""
+def run_suite(plan: SuitePlan, overrides: list[str]) -> tuple[int, list[RunRecord]]:
+    """Run a planned suite (one Hydra multirun) and tabulate its records; returns the multirun's exit status (1 when
+    a run did not finish) and the records."""
     cells = list(plan.configs)
     cfg = plan.configs[cells[0]]
     seeds = list(cfg.profile.seeds)
@@ -202,7 +205,7 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
     if status != 0 or len(records) < total:
         print(f"error: {total - len(records)} of the {total} runs of suite {plan.name} did not finish (exit code "
               f"{status}); finished runs are kept, re-run the same command to resume", file=sys.stderr)  # fmt: skip
-    return status or int(len(records) < total)
+    return status or int(len(records) < total), records
 
 
 def _sweep_dir(suite: str, overrides: list[str]) -> Path:
@@ -234,8 +237,15 @@ def main(argv: list[str] | None = None) -> int:
             except (DataError, PretrainedWeightsError) as error:  # the other suites still run
                 print(f"error: {error}", file=sys.stderr, flush=True)
                 status = 2
+        claimed = []  # canonical Table 1 / cluttered records: the paper's claims are checked on them
         for plan in plans:
-            status = max(status, run_suite(plan, overrides))
+            suite_status, records = run_suite(plan, overrides)
+            status = max(status, suite_status)
+            if plan.canonical and plan.name in CLAIM_SUITES:
+                claimed += records
+        if claimed:
+            path = write_claims(claimed, Path(plans[0].configs[next(iter(plans[0].configs))].paths.results))
+            print(f"claims of the paper: {summary_line(check_claims(claimed))} -> {path}", flush=True)
     except (ConfigError, DataError, PretrainedWeightsError, RecordError, TableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

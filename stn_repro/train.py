@@ -45,6 +45,7 @@ from stn_repro.results.records import (
     run_key,
     write_record,
 )
+from stn_repro.results.stats import pack_outcomes
 from stn_repro.resume import ResumeState
 from stn_repro.scaling import check_launch, describe_device, leave_process_group, resume_checkpoint, test_trainer
 from stn_repro.sweeps import SweepSummary  # noqa: F401 (registers the job_suffix resolver of hydra.sweep.subdir)
@@ -149,7 +150,7 @@ def run(
     resume = resume_checkpoint(checkpoints)
     if resume is not None:
         print(f"  resuming from {resume}", flush=True)
-    status, metrics = "finished", None
+    status, metrics, outcomes = "finished", None, None
     try:
         trainer.fit(system, datamodule=data, ckpt_path=resume, weights_only=True)
     except DivergedError as error:
@@ -178,6 +179,7 @@ def run(
         for name in ("val/err", "train/step_ms"):
             if name in fitted:
                 metrics[name] = float(fitted[name])
+        outcomes = pack_outcomes(system.test_wrong.numpy()) if getattr(system, "test_wrong", None) is not None else None
     _finish_wandb(cfg)
     sizes = data.metadata["sizes"]
     source = data.metadata["source"]
@@ -203,6 +205,7 @@ def run(
         config_hash=digest,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         deviations=deviations(cfg, source, sizes),
+        outcomes=outcomes,
     )
     if status == "finished":
         save_model(models, model, cfg)

@@ -252,11 +252,13 @@ def test_mean_std_and_difference(tmp_path: Path, no_figure: None) -> None:
     _, summaries = summarise_cells(cnn_r([1.0, 2.0, 3.0]))
     cell = next(s for s in summaries if (s.row, s.column) == ("CNN", "R"))
     assert (cell.mean, cell.std, cell.diff, cell.paper) == (2.0, 1.0, 0.8, 1.2)
-    assert tables.format_cell(cell) == "1.2 / 2.00 ± 1.00 (+0.80)"
+    assert tables.format_cell(cell) == "1.2 / 2.00 ± 1.00 [1.6, 2.6] (+0.80)"
 
     paths = build_tables(cnn_r([1.0, 2.0, 3.0]), tmp_path)
     assert paths["markdown"] == tmp_path / "table1.md" and paths["csv"] == tmp_path / "table1.csv"
-    assert "| CNN | 1.2 / 2.00 ± 1.00 (+0.80) | 0.8 / — | 1.5 / — | 1.4 / — |" in paths["markdown"].read_text()
+    assert (
+        "| CNN | 1.2 / 2.00 ± 1.00 [1.6, 2.6] (+0.80) | 0.8 / — | 1.5 / — | 1.4 / — |" in paths["markdown"].read_text()
+    )
     rows = csv_rows(paths["csv"])
     assert len(rows) == 8 * 4
     row = rows[("CNN", "R")]
@@ -271,7 +273,7 @@ def test_mean_std_and_difference(tmp_path: Path, no_figure: None) -> None:
 def test_negative_difference_and_rounding(no_figure: None) -> None:
     _, summaries = summarise_cells([make(err=0.5), make(seed=1, err=0.6)])
     cell = next(s for s in summaries if (s.row, s.column) == ("CNN", "R"))
-    assert cell.diff == -0.65 and tables.format_cell(cell) == "1.2 / 0.55 ± 0.07 (-0.65)"
+    assert cell.diff == -0.65 and tables.format_cell(cell) == "1.2 / 0.55 ± 0.07 [0.3, 1.0] (-0.65)"
 
 
 def test_markdown_header_provenance_and_deviations(tmp_path: Path, no_figure: None) -> None:
@@ -285,7 +287,9 @@ def test_markdown_header_provenance_and_deviations(tmp_path: Path, no_figure: No
     assert "- Seeds: 0, 1, 2 (1–3 per cell; 3 of 32 cells run)" in text
     assert "- Iterations: 3,000; batch size 256" in text and "- Newest record: 2025-01-02T03:04:05+00:00" in text
     assert "| model | R | RTS | P | E |" in text
-    assert cell_line(text, "ST-CNN Aff") == "| ST-CNN Aff | 0.7 / — | 0.5 / — | 0.8 / — | 1.2 / 1.50 (+0.30) |"
+    assert (
+        cell_line(text, "ST-CNN Aff") == "| ST-CNN Aff | 0.7 / — | 0.5 / — | 0.8 / — | 1.2 / 1.50 [0.9, 2.5] (+0.30) |"
+    )
     assert (
         "| cell | row | column | seeds | params | iterations | batch | profile | source | n_train | wall time / seed "
         "| device | git revision |" in text
@@ -308,7 +312,7 @@ def test_full_dataset_has_no_warning(tmp_path: Path, no_figure: None) -> None:
 
 def test_one_seed_shows_no_plus_minus(tmp_path: Path, no_figure: None) -> None:
     text = build_tables(cnn_r([2.0]), tmp_path)["markdown"].read_text()
-    assert cell_line(text, "CNN").startswith("| CNN | 1.2 / 2.00 (+0.80) | 0.8 / — |")
+    assert cell_line(text, "CNN").startswith("| CNN | 1.2 / 2.00 [1.3, 3.1] (+0.80) | 0.8 / — |")
     assert "±" not in cell_line(text, "CNN")
     assert "| `cnn_r` | CNN | R | 0 (n=1) |" in text
     assert csv_rows(tmp_path / "table1.csv")[("CNN", "R")]["std"] == ""
@@ -323,7 +327,7 @@ def test_missing_cells_show_a_dash(tmp_path: Path, no_figure: None) -> None:
 def test_diverged_seed_is_shown_and_excluded_from_the_mean(tmp_path: Path, no_figure: None) -> None:
     paths = build_tables(cnn_r([1.0, None, 3.0]), tmp_path)
     text = paths["markdown"].read_text()
-    assert "| CNN | 1.2 / 2.00 ± 1.41 (+0.80), diverged (1/3) |" in text
+    assert "| CNN | 1.2 / 2.00 ± 1.41 [1.5, 2.7] (+0.80), diverged (1/3) |" in text
     assert "0, 1, 2 (n=3, 1 diverged)" in text
     row = csv_rows(paths["csv"])[("CNN", "R")]
     assert (float(row["mean"]), row["n_seeds"], row["n_diverged"]) == (2.0, "3", "1")
@@ -388,7 +392,7 @@ def test_cluttered_suite_and_command_line(tmp_path: Path, capsys: pytest.Capture
         )
     assert tables.main(["--runs", str(runs), "--suite", "cluttered", "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out/table_cluttered.md").read_text()
-    assert "| model | error % |" in text and "| ST-CNN | 1.7 / 3.00 ± 0.71 (+1.30) |" in text
+    assert "| model | error % |" in text and "| ST-CNN | 1.7 / 3.00 ± 0.71 [2.3, 3.8] (+1.30) |" in text
     assert "| FCN | 13.2 / — |" in text
     assert csv_rows(tmp_path / "out/table_cluttered.csv")[("ST-CNN", "")]["diff"] == "1.3"
     assert (tmp_path / "out/figures/cluttered_vs_paper.png").is_file()

@@ -92,6 +92,9 @@ class RunRecord:
         config_hash: hash of the resolved run configuration (a changed config means a stale record).
         created: ISO 8601 time the record was written.
         deviations: free-text deviations from the paper's protocol for this run.
+        outcomes: which test images the run got wrong, in test-set order (:func:`stn_repro.results.stats.pack_outcomes`:
+            ``{"n": N, "wrong": base64}``), for paired tests between models; ``None`` where the task does not say
+            per image, for a diverged run, or in records made before this field existed (it may be absent).
     """
 
     suite: str
@@ -115,6 +118,7 @@ class RunRecord:
     config_hash: str
     created: str
     deviations: list[str]
+    outcomes: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -137,7 +141,8 @@ class RunRecord:
         if version != RECORD_FORMAT_VERSION:
             raise RecordError(f"record_format is {version!r}, this code reads {RECORD_FORMAT_VERSION}")
         names = [field.name for field in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in values]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in values]
         unknown = sorted(set(values) - set(names))
         if missing or unknown:
             problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
@@ -307,6 +312,10 @@ def _validate(record: RunRecord) -> None:
             raise RecordError(f"field {name!r} must be a list of strings")
     if record.canonical and record.overrides:
         raise RecordError("a canonical record has no overrides")
+    if record.outcomes is not None:
+        n, wrong = record.outcomes.get("n"), record.outcomes.get("wrong")
+        if not _is_instance(n, int) or n != record.data["n_test"] or not isinstance(wrong, str):
+            raise RecordError(f"field 'outcomes' must be {{'n': n_test ({record.data['n_test']}), 'wrong': base64}}")
     try:
         datetime.fromisoformat(record.created)
     except ValueError as exc:
@@ -335,6 +344,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "config_hash": str,
     "created": str,
     "deviations": list,
+    "outcomes": (dict, type(None)),
 }
 
 

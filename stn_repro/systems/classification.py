@@ -109,6 +109,8 @@ class ClassificationSystem(pl.LightningModule):
         self._preview: Tensor | None = None
         self._window: dict[str, Tensor] = {}  # sums of the logged training scalars since the last logging step
         self._window_steps = 0
+        self._test_wrong: list[Tensor] = []
+        self.test_wrong: Tensor | None = None  # bool (N,), after a test: which test images the model got wrong
 
     def forward(self, images: Tensor):
         return self.model(images)
@@ -184,11 +186,17 @@ class ClassificationSystem(pl.LightningModule):
         self.val_error.reset()
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self.test_error.update(self.wrong(self.model(batch[0]), batch[1]))
+        wrong = self.wrong(self.model(batch[0]), batch[1])
+        self.test_error.update(wrong)
+        self._test_wrong.append(wrong.detach().bool().cpu())
+
+    def on_test_epoch_start(self) -> None:
+        self._test_wrong = []
 
     def on_test_epoch_end(self) -> None:
         self.log("test/err", 100.0 * self.test_error.compute())
         self.test_error.reset()
+        self.test_wrong = torch.cat(self._test_wrong) if self._test_wrong else None
 
     # -- optimisation --------------------------------------------------------------------------------------------
 

@@ -1,0 +1,204 @@
+"""The paper's qualitative claims about Table 1 and cluttered MNIST, checked against run records.
+
+``write_claims(records, out)`` writes ``<out>/claims.md``: one row per comparison ("A has lower error than B"), with
+both models' test errors (ours and the paper's), the images only A / only B got wrong, the exact McNemar p-value
+over the test images (pooled over the seeds both models ran; :func:`stn_repro.results.stats.mcnemar_p`) and a
+verdict:
+
+- ``holds``: A's error is lower and p < 0.05;
+- ``holds, not significant``: A's error is lower (or equal), p >= 0.05;
+- ``not shown``: A's error is higher, p >= 0.05 (no evidence either way at this sample size);
+- ``contradicted``: A's error is higher and p < 0.05;
+- ``means only``: the records hold no per-sample outcomes (made before they were recorded), so no test was run;
+- ``not run``: a model has no finished record.
+
+Claims "A reaches B" (claim 4) and "A does not overfit against B" (claim 5b) hold unless A is significantly worse.
+
+Command line: ``python -m stn_repro.results.claims --runs results/runs --out results [--profile quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stn_repro.results.records import RecordError, RunRecord, load_records
+from stn_repro.results.reference import paper_value
+from stn_repro.results.stats import mcnemar_p, unpack_outcomes
+from stn_repro.utils import atomic_path
+
+ALPHA = 0.05
+TABLE1, CLUTTERED = "table1_distorted_mnist", "translated_cluttered_mnist"
+DISTORTIONS = ("R", "RTS", "P", "E")
+FAMILIES = ("Aff", "Proj", "TPS")
+#: What a model is called in the claims: (table row, distortion); cluttered MNIST's column is "TC".
+Model = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One checked comparison: claim number, what is claimed, models ``a`` and ``b``, and the evidence."""
+
+    claim: str
+    text: str
+    a: Model
+    b: Model
+    kind: str  # "lower": A's error is lower than B's; "not worse": A is not significantly worse than B
+    ours: tuple[float | None, float | None]
+    paper: tuple[float | None, float | None]
+    discordant: tuple[int, int] | None  # (only A wrong, only B wrong), pooled over the common seeds
+    p: float | None
+    verdict: str
+
+
+def comparisons() -> list[tuple[str, str, Model, Model, str]]:
+    """``(claim, text, A, B, kind)`` of every comparison the paper's claims make (numbered as in issue 15)."""
+    out = []
+    for d in (*DISTORTIONS, "TC"):
+        for base in ("FCN", "CNN"):
+            for st in _st_rows(base, d):
+                out.append(("1", f"{st} beats {base} on {d}", (st, d), (base, d), "lower"))
+        out.append(("2", f"CNN beats FCN on {d}", ("CNN", d), ("FCN", d), "lower"))
+        for family in FAMILIES if d != "TC" else ("",):
+            cnn, fcn = (f"ST-CNN {family}".strip(), f"ST-FCN {family}".strip())
+            out.append(("3", f"{cnn} beats {fcn} on {d}", (cnn, d), (fcn, d), "lower"))
+    for family in FAMILIES:
+        out.append(
+            ("4", f"ST-FCN {family} reaches the CNN on RTS", (f"ST-FCN {family}", "RTS"), ("CNN", "RTS"), "not worse")
+        )
+    for base in ("ST-FCN", "ST-CNN"):
+        for other in ("Aff", "Proj"):
+            out.append(
+                ("5a", f"{base} TPS beats {base} {other} on E", (f"{base} TPS", "E"), (f"{base} {other}", "E"), "lower")
+            )
+        out.append(
+            (
+                "5b",
+                f"{base} TPS does not overfit R (vs {base} Aff)",
+                (f"{base} TPS", "R"),
+                (f"{base} Aff", "R"),
+                "not worse",
+            )
+        )
+    return out
+
+
+def check_claims(records: Sequence[RunRecord]) -> list[Comparison]:
+    """Every comparison of :func:`comparisons` evaluated on ``records`` (finished ones of Table 1 and cluttered)."""
+    runs: dict[Model, dict[int, RunRecord]] = {}
+    for record in records:
+        if record.status == "finished" and record.table in (TABLE1, CLUTTERED):
+            runs.setdefault((record.row, record.column or "TC"), {})[record.seed] = record
+    return [_compare(claim, text, a, b, kind, runs) for claim, text, a, b, kind in comparisons()]
+
+
+def write_claims(records: Sequence[RunRecord], out_dir: str | Path) -> Path:
+    """Write ``<out_dir>/claims.md`` (atomically) from ``records``; returns its path."""
+    results = check_claims(records)
+    path = Path(out_dir) / "claims.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(_markdown(results, records), encoding="utf-8")
+    return path
+
+
+def summary_line(results: Sequence[Comparison]) -> str:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.verdict] = counts.get(result.verdict, 0) + 1
+    return ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def _st_rows(base: str, distortion: str) -> list[str]:
+    return [f"ST-{base}"] if distortion == "TC" else [f"ST-{base} {family}" for family in FAMILIES]
+
+
+def _paper(model: Model) -> float | None:
+    row, column = model
+    try:
+        return paper_value(CLUTTERED, row, None) if column == "TC" else paper_value(TABLE1, row, column)
+    except KeyError:
+        return None
+
+
+def _compare(
+    claim: str, text: str, a: Model, b: Model, kind: str, runs: dict[Model, dict[int, RunRecord]]
+) -> Comparison:
+    paper = (_paper(a), _paper(b))
+    if not runs.get(a) or not runs.get(b):
+        return Comparison(claim, text, a, b, kind, (None, None), paper, None, None, "not run")
+    ours = tuple(statistics.fmean(r.metrics["test/err"] for r in runs[m].values()) for m in (a, b))
+    seeds = sorted(set(runs[a]) & set(runs[b]))
+    paired = [s for s in seeds if runs[a][s].outcomes is not None and runs[b][s].outcomes is not None]
+    if not paired:
+        return Comparison(claim, text, a, b, kind, ours, paper, None, None, "means only")
+    wrong_a = np.concatenate([unpack_outcomes(runs[a][s].outcomes) for s in paired])
+    wrong_b = np.concatenate([unpack_outcomes(runs[b][s].outcomes) for s in paired])
+    p, only_a, only_b = mcnemar_p(wrong_a, wrong_b)
+    lower = only_a <= only_b  # on the paired images: A wrong on no more images than B
+    if kind == "not worse":
+        verdict = "holds" if lower or p >= ALPHA else "contradicted"
+    elif lower:
+        verdict = "holds" if p < ALPHA and only_a < only_b else "holds, not significant"
+    else:
+        verdict = "contradicted" if p < ALPHA else "not shown"
+    return Comparison(claim, text, a, b, kind, ours, paper, (only_a, only_b), p, verdict)
+
+
+def _markdown(results: Sequence[Comparison], records: Sequence[RunRecord]) -> str:
+    profiles = sorted({r.profile for r in records})
+    sources = sorted({r.data["source"] for r in records})
+    newest = max((r.created for r in records), default="—")
+    lines = [
+        "# The paper's claims on Table 1 and cluttered MNIST, checked",
+        "",
+        f"From {len(records)} run records (profile {', '.join(profiles) or '—'}; data {', '.join(sources) or '—'}; "
+        f"newest {newest}). Test error %, ours (mean over seeds) / the paper's; `only A / only B`: test images "
+        "only A / only B got wrong (the seeds both ran, pooled); p: exact McNemar test over those images. Verdicts "
+        f"(α = {ALPHA}): see `stn_repro/results/claims.py`.",
+        "",
+        f"**Summary:** {summary_line(results)}.",
+        "",
+        "- Claim 6 (the transformer puts the digits in a standard upright pose: residual pose before vs after the "
+        "transformer) is **not measured yet**.",
+    ]
+    if any(s == "bundled" for s in sources):
+        lines.append("- Data: the bundled 5,000-digit sample, NOT full MNIST (its test error is optimistic).")
+    lines += ["", "| claim | comparison (A vs B) | ours A / B | paper A / B | only A / only B | p | verdict |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in results:
+        ours = " / ".join("—" if v is None else f"{v:.2f}" for v in r.ours)
+        paper = " / ".join("—" if v is None else f"{v:g}" for v in r.paper)
+        disc = "—" if r.discordant is None else f"{r.discordant[0]} / {r.discordant[1]}"
+        p = "—" if r.p is None else (f"{r.p:.2g}" if r.p >= 1e-4 else "< 1e-4")
+        lines.append(f"| {r.claim} | {r.text} | {ours} | {paper} | {disc} | {p} | {r.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stn_repro.results.claims", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="canonical run records (results/runs)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (results)")
+    parser.add_argument("--profile", default="quick", help="the profile whose records are checked (quick)")
+    args = parser.parse_args(argv)
+    try:
+        records = [r for suite in ("table1", "cluttered") for r in load_records(args.runs, suite)]
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    records = [r for r in records if r.profile == args.profile]
+    if not records:
+        print(f"error: no {args.profile!r} records of table1 / cluttered in {args.runs}", file=sys.stderr)
+        return 2
+    path = write_claims(records, args.out)
+    print(f"claims: {summary_line(check_claims(records))} -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Uncertainty and paired tests: Wilson intervals and McNemar p-values against scipy, per-sample outcomes in
+records, intervals in the tables, and the claims table's verdicts."""
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from stn_repro.results import claims
+from stn_repro.results.records import RecordError
+from stn_repro.results.stats import mcnemar_p, pack_outcomes, unpack_outcomes, wilson_interval
+from stn_repro.results.tables import build_tables
+from tests.test_results import DATA, make
+
+
+@pytest.mark.parametrize("errors,n", [(0, 1000), (7, 1000), (53, 1000), (500, 1000), (1000, 1000), (3, 10)])
+def test_wilson_interval_matches_scipy(errors, n):
+    ci = scipy_stats.binomtest(errors, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(errors, n)
+    assert low == pytest.approx(100 * ci.low, abs=1e-9) and high == pytest.approx(100 * ci.high, abs=1e-9)
+
+
+@pytest.mark.parametrize("b,c", [(0, 0), (3, 0), (10, 12), (40, 10), (1, 30), (250, 260)])
+def test_exact_mcnemar_matches_scipys_binomial_test(b, c):
+    a = np.array([True] * b + [False] * c + [True] * 5 + [False] * 7)  # 5 both wrong, 7 both right
+    other = np.array([False] * b + [True] * c + [True] * 5 + [False] * 7)
+    p, only_a, only_b = mcnemar_p(a, other)
+    assert (only_a, only_b) == (b, c)
+    expected = 1.0 if b + c == 0 else scipy_stats.binomtest(min(b, c), b + c, 0.5).pvalue
+    assert p == pytest.approx(expected, rel=1e-9)
+
+
+def test_outcomes_round_trip_small_and_checked():
+    wrong = np.random.default_rng(0).random(1000) < 0.1
+    packed = pack_outcomes(wrong)
+    assert packed["n"] == 1000 and len(packed["wrong"]) == 168
+    assert np.array_equal(unpack_outcomes(packed), wrong)
+    assert make(outcomes=packed).outcomes == packed
+    with pytest.raises(RecordError, match="outcomes"):
+        make(outcomes=pack_outcomes(wrong[:999]))
+
+
+def _record(row, column, err_rate, seed=0, rng=None, outcomes=True, **changes):
+    n = DATA["n_test"]
+    wrong = np.zeros(n, bool)
+    wrong[(rng or np.random.default_rng(seed)).choice(n, int(round(err_rate * n)), replace=False)] = True
+    cell = row.lower().replace(" ", "_").replace("-", "_") + f"_{column.lower()}"
+    return make(cell=cell, row=row, column=column, seed=seed, err=100 * wrong.mean(),
+                outcomes=pack_outcomes(wrong) if outcomes else None, **changes)  # fmt: skip
+
+
+def test_claim_verdicts_follow_the_paired_test():
+    rng = np.random.default_rng(1)
+    records = [
+        _record("FCN", "RTS", 0.30, rng=rng),
+        _record("ST-FCN Aff", "RTS", 0.05, rng=rng),  # far better: holds
+        _record("ST-FCN Proj", "RTS", 0.295, rng=rng),  # about the same: not significant
+        _record("ST-FCN TPS", "RTS", 0.60, rng=rng),  # far worse: contradicted
+        _record("CNN", "RTS", 0.10, rng=rng, outcomes=False),  # no outcomes: means only
+    ]
+    by_text = {c.text: c for c in claims.check_claims(records)}
+    assert by_text["ST-FCN Aff beats FCN on RTS"].verdict == "holds"
+    assert by_text["ST-FCN Aff beats FCN on RTS"].p < 1e-10
+    assert by_text["ST-FCN Proj beats FCN on RTS"].verdict in ("holds, not significant", "not shown")
+    assert by_text["ST-FCN TPS beats FCN on RTS"].verdict == "contradicted"
+    assert by_text["CNN beats FCN on RTS"].verdict == "means only"
+    assert by_text["ST-CNN Aff beats CNN on RTS"].verdict == "not run"
+    assert by_text["ST-FCN Aff reaches the CNN on RTS"].verdict == "means only"
+    assert len(claims.comparisons()) == len(by_text)
+
+
+def test_claims_file_and_table_intervals(tmp_path):
+    records = [_record("FCN", "R", 0.10), _record("CNN", "R", 0.02)]
+    text = claims.write_claims(records, tmp_path).read_text()
+    assert "| 2 | CNN beats FCN on R | 2.00 / 10.00 | 1.2 / 2.1 |" in text and "| holds |" in text
+    assert "Claim 6" in text and "not measured yet" in text
+    table = build_tables(records, tmp_path)["markdown"].read_text()
+    low, high = wilson_interval(20, 1000)
+    assert f"| CNN | 1.2 / 2.00 [{low:.1f}, {high:.1f}] (+0.80) |" in table
