@@ -36,6 +36,7 @@ from stn_repro.config import ConfigError, check_writable, validate
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR, compose_config, config_hash, protocol_overrides
 from stn_repro.models.cub import PretrainedWeightsError
+from stn_repro.progress import indented
 from stn_repro.results.claims import check_claims, summary_line, write_claims
 from stn_repro.results.records import RecordError, RunRecord, find_record
 from stn_repro.results.tables import TableError, build_not_run_tables, build_tables
@@ -139,7 +140,8 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
     cells = list(suite.cells)
     first = _compose(cells[0], profile_file(suite, "quick" if profile == "auto" else profile), overrides, name)
     try:
-        source = preflight(first)
+        notes: list[str] = []  # printed under the suite's profile line
+        source = preflight(first, log=notes.append)
     except (DataError, PretrainedWeightsError) as error:
         papers = {c: _compose(c, "quick", overrides, name).paper for c in cells}
         ours = {c.split("/")[-1]: (paper.row, paper.column) for c, paper in papers.items()}
@@ -149,6 +151,8 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
         raise type(error)(f"suite {name} not run: {error}") from None
     chosen, why = choose_profile(profile, source)
     print(f"stn-repro: suite {name}: profile {chosen} ({why})", flush=True)
+    for note in notes:
+        indented(note)
     profile_name = profile_file(suite, chosen)
     plan = SuitePlan(name, profile_name, {cell: _compose(cell, profile_name, overrides, name) for cell in cells})
     for cell, cfg in plan.configs.items():

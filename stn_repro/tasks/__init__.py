@@ -5,6 +5,7 @@ system, and departs from the paper's protocol. ``cfg.data.kind`` picks the task 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig
@@ -36,7 +37,7 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     ]
 
 
-def preflight(cfg: DictConfig) -> dict[str, Any]:
+def preflight(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Check that a run of ``cfg`` can start (its data and, for CUB, its pretrained weights are in place) without
     training anything; returns the data's source metadata (``source``, ``digits``, ``full_dataset``, ...).
 
@@ -45,7 +46,9 @@ def preflight(cfg: DictConfig) -> dict[str, Any]:
         PretrainedWeightsError: the configured weights file is missing or invalid.
     """
     task = get_task(cfg)
-    source = task.data(cfg).source_metadata()
+    data = task.data(cfg)
+    data.log = log  # what resolving the data says (the source used, a failed download)
+    source = data.source_metadata()
     if task.preflight is not None:
         task.preflight(cfg)
     return source
