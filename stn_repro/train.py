@@ -36,6 +36,7 @@ from stn_repro.loggers import make_loggers
 from stn_repro.models import count_parameters
 from stn_repro.models.cub import PretrainedWeightsError
 from stn_repro.progress import indented, interactive, progress_callback, run_summary, suite_line
+from stn_repro.results.pose import POSE_DISTORTIONS, pose_metrics
 from stn_repro.results.records import (
     RecordError,
     RunRecord,
@@ -180,6 +181,9 @@ def run(
             if name in fitted:
                 metrics[name] = float(fitted[name])
         outcomes = pack_outcomes(system.test_wrong.numpy()) if getattr(system, "test_wrong", None) is not None else None
+        test_arrays = getattr(data, "splits", {}).get("test", {})
+        if cfg.data.get("distortion") in POSE_DISTORTIONS and "theta" in test_arrays:  # claim 6: upright pose
+            metrics.update(pose_metrics(model, test_arrays) or {})
     _finish_wandb(cfg)
     sizes = data.metadata["sizes"]
     source = data.metadata["source"]

@@ -260,6 +260,8 @@ def test_supervised_theta_pulls_the_transformer_towards_the_true_inverse(tmp_pat
     validate(cfg)
     record = run(cfg, tmp_path / "out")
     assert record.status == "finished" and any("supervised" in d for d in record.deviations)
+    assert {"pose/angle_sd_in", "pose/angle_sd_out", "pose/log_scale_sd_out"} <= set(record.metrics)  # claim 6
+    assert record.outcomes["n"] == record.data["n_test"]
     logged = (tmp_path / "out" / "csv").rglob("metrics.csv")
     assert any("train/theta_loss" in path.read_text().splitlines()[0] for path in logged)
     # the loss is the distance to the inverse of the stored sampling θ: zero when the transformer predicts it

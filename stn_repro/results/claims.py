@@ -14,6 +14,11 @@ verdict:
 
 Claims "A reaches B" (claim 4) and "A does not overfit against B" (claim 5b) hold unless A is significantly worse.
 
+Claim 6 (the transformed digits come out in a standard upright pose) is measured on R and RTS from the records'
+``pose/*`` metrics (:mod:`stn_repro.results.pose`): it ``holds`` for a model when its transformer at least halves the
+spread of the digits' rotation (and, on RTS, of their log scale) over the test set, else ``not shown``; ``not
+measured`` for records without the metrics.
+
 Command line: ``python -m stn_repro.results.claims --runs results/runs --out results [--profile quick]``.
 """
 
@@ -39,6 +44,19 @@ DISTORTIONS = ("R", "RTS", "P", "E")
 FAMILIES = ("Aff", "Proj", "TPS")
 #: What a model is called in the claims: (table row, distortion); cluttered MNIST's column is "TC".
 Model = tuple[str, str]
+
+
+POSE_HALVING = 0.5  # claim 6: the spread after the transformer is at most this fraction of the spread before
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Claim 6 for one model: the rotation (degrees) and log-scale spreads before / after its transformer."""
+
+    model: Model
+    angle: tuple[float, float] | None
+    log_scale: tuple[float, float] | None
+    verdict: str
 
 
 @dataclass(frozen=True)
@@ -98,16 +116,43 @@ def check_claims(records: Sequence[RunRecord]) -> list[Comparison]:
     return [_compare(claim, text, a, b, kind, runs) for claim, text, a, b, kind in comparisons()]
 
 
+def check_poses(records: Sequence[RunRecord]) -> list[Pose]:
+    """Claim 6 for every ST model of Table 1 on R and RTS (seed 0's record, or the lowest seed's)."""
+    first: dict[Model, RunRecord] = {}
+    for record in sorted(records, key=lambda r: r.seed):
+        if record.status == "finished" and record.table == TABLE1 and record.row.startswith("ST-"):
+            first.setdefault((record.row, record.column), record)
+    poses = []
+    for st in ("ST-FCN", "ST-CNN"):
+        for family in FAMILIES:
+            for d in ("R", "RTS"):
+                model = (f"{st} {family}", d)
+                poses.append(_pose(model, first.get(model)))
+    return poses
+
+
+def _pose(model: Model, record: RunRecord | None) -> Pose:
+    if record is None:
+        return Pose(model, None, None, "not run")
+    metrics = record.metrics or {}
+    if "pose/angle_sd_out" not in metrics:
+        return Pose(model, None, None, "not measured")
+    angle = (metrics["pose/angle_sd_in"], metrics["pose/angle_sd_out"])
+    scale = (metrics["pose/log_scale_sd_in"], metrics["pose/log_scale_sd_out"])
+    halved = angle[1] <= POSE_HALVING * angle[0] and (model[1] != "RTS" or scale[1] <= POSE_HALVING * scale[0])
+    return Pose(model, angle, scale, "holds" if halved else "not shown")
+
+
 def write_claims(records: Sequence[RunRecord], out_dir: str | Path) -> Path:
     """Write ``<out_dir>/claims.md`` (atomically) from ``records``; returns its path."""
     results = check_claims(records)
     path = Path(out_dir) / "claims.md"
     with atomic_path(path) as tmp:
-        tmp.write_text(_markdown(results, records), encoding="utf-8")
+        tmp.write_text(_markdown(results, check_poses(records), records), encoding="utf-8")
     return path
 
 
-def summary_line(results: Sequence[Comparison]) -> str:
+def summary_line(results: Sequence[Comparison | Pose]) -> str:
     counts: dict[str, int] = {}
     for result in results:
         counts[result.verdict] = counts.get(result.verdict, 0) + 1
@@ -150,7 +195,7 @@ def _compare(
     return Comparison(claim, text, a, b, kind, ours, paper, (only_a, only_b), p, verdict)
 
 
-def _markdown(results: Sequence[Comparison], records: Sequence[RunRecord]) -> str:
+def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Sequence[RunRecord]) -> str:
     profiles = sorted({r.profile for r in records})
     sources = sorted({r.data["source"] for r in records})
     newest = max((r.created for r in records), default="—")
@@ -162,10 +207,8 @@ def _markdown(results: Sequence[Comparison], records: Sequence[RunRecord]) -> st
         "only A / only B got wrong (the seeds both ran, pooled); p: exact McNemar test over those images. Verdicts "
         f"(α = {ALPHA}): see `stn_repro/results/claims.py`.",
         "",
-        f"**Summary:** {summary_line(results)}.",
+        f"**Summary:** claims 1–5: {summary_line(results)}; claim 6: {summary_line(poses)}.",
         "",
-        "- Claim 6 (the transformer puts the digits in a standard upright pose: residual pose before vs after the "
-        "transformer) is **not measured yet**.",
     ]
     if any(s == "bundled" for s in sources):
         lines.append("- Data: the bundled 5,000-digit sample, NOT full MNIST (its test error is optimistic).")
@@ -177,6 +220,22 @@ def _markdown(results: Sequence[Comparison], records: Sequence[RunRecord]) -> st
         disc = "—" if r.discordant is None else f"{r.discordant[0]} / {r.discordant[1]}"
         p = "—" if r.p is None else (f"{r.p:.2g}" if r.p >= 1e-4 else "< 1e-4")
         lines.append(f"| {r.claim} | {r.text} | {ours} | {paper} | {disc} | {p} | {r.verdict} |")
+    lines += [
+        "",
+        "## Claim 6: the transformed digits come out in a standard upright pose",
+        "",
+        "Spread over the test set of the digit's rotation (circular standard deviation, degrees) and log scale "
+        "(standard deviation), before the transformer (the distortion) → after it (the distortion composed with the "
+        "transformer's affine fit; `stn_repro/results/pose.py`). Holds when the transformer at least halves the "
+        "rotation spread (and on RTS the scale spread).",
+        "",
+        "| model | rotation spread, before → after | log-scale spread, before → after | verdict |",
+        "|---|---|---|---|",
+    ]
+    for pose in poses:
+        angle = "—" if pose.angle is None else f"{pose.angle[0]:.1f}° → {pose.angle[1]:.1f}°"
+        scale = "—" if pose.log_scale is None else f"{pose.log_scale[0]:.3f} → {pose.log_scale[1]:.3f}"
+        lines.append(f"| {pose.model[0]} on {pose.model[1]} | {angle} | {scale} | {pose.verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -196,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no {args.profile!r} records of table1 / cluttered in {args.runs}", file=sys.stderr)
         return 2
     path = write_claims(records, args.out)
-    print(f"claims: {summary_line(check_claims(records))} -> {path}")
+    print(f"claims: {summary_line(check_claims(records))}; claim 6: {summary_line(check_poses(records))} -> {path}")
     return 0
 
 

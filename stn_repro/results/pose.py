@@ -1,0 +1,79 @@
+"""Claim 6: the transformer puts the digits in a standard upright pose. Measured, not pictured.
+
+Each R / RTS test sample keeps the transform that made it: ``D`` (canvas → digit, normalised coordinates). The
+input transformer samples the canvas at ``A(u)`` for output point ``u``; fitting ``A`` as an affine map to its
+sampling grid (least squares over the grid points, so every family, TPS included, gets one) gives the digit point
+each output point shows: ``R = D ∘ A``. Before the transformer the digit's pose is ``D``'s; after it, ``R``'s.
+An upright standard pose means a small spread of ``R``'s rotation and scale over the test set.
+
+Reported per run (:func:`pose_metrics`, degrees and natural-log scale): ``pose/angle_sd_in`` / ``_out`` (circular
+standard deviation of the rotation angle before / after) and ``pose/log_scale_sd_in`` / ``_out``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from stn_repro.data.modules import TensorBatches
+from stn_repro.transformers import SpatialTransformer, get_family
+
+POSE_DISTORTIONS = ("R", "RTS")
+_AFFINE = get_family("affine")
+
+
+def fitted_affine(transformer: SpatialTransformer, theta: Tensor, out_size: tuple[int, int]) -> Tensor:
+    """``(B, 3, 3)``: the affine map (output → input, normalised) closest, in least squares over the sampling grid's
+    points, to the transform ``theta`` ``(B, P)`` of ``transformer``'s family."""
+    grid = transformer.family.grid(theta.float(), out_size).flatten(1, 2)  # (B, HW, 2) input points
+    base = _AFFINE.grid(_AFFINE.identity(1, device=theta.device), out_size).flatten(1, 2)  # (1, HW, 2)
+    points = torch.cat([base, torch.ones_like(base[..., :1])], dim=-1).expand(len(theta), -1, -1)  # (B, HW, 3)
+    solution = torch.linalg.lstsq(points.double(), grid.double()).solution  # (B, 3, 2)
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=theta.device).expand(len(theta), 1, 3)
+    return torch.cat([solution.transpose(1, 2), bottom], dim=1)
+
+
+def rotation_and_scale(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """``(angle in degrees, log scale)`` ``(B,)`` of the linear part of affine maps ``(B, 3, 3)`` (or ``(B, 2, 3)``):
+    the rotation of its nearest similarity and the log of ``sqrt(|det|)``."""
+    linear = matrix[:, :2, :2].double()
+    angle = torch.atan2(linear[:, 1, 0] - linear[:, 0, 1], linear[:, 0, 0] + linear[:, 1, 1])
+    return torch.rad2deg(angle), 0.5 * torch.log(torch.linalg.det(linear).abs().clamp_min(1e-12))
+
+
+def circular_sd_deg(angles_deg: Tensor) -> float:
+    """Circular standard deviation ``sqrt(-2 ln R̄)`` of angles in degrees, in degrees."""
+    radians = torch.deg2rad(angles_deg.double())
+    length = torch.sqrt(torch.cos(radians).mean() ** 2 + torch.sin(radians).mean() ** 2).clamp(1e-12, 1.0)
+    return math.degrees(math.sqrt(-2.0 * math.log(float(length))))
+
+
+@torch.no_grad()
+def pose_metrics(model: torch.nn.Module, test: dict[str, Tensor], batch_size: int = 256) -> dict[str, float] | None:
+    """The pose spreads before and after ``model.transformer`` on the test arrays ``test`` (with their ``theta``);
+    ``None`` for a model without an input transformer."""
+    transformer = getattr(model, "transformer", None)
+    if not isinstance(transformer, SpatialTransformer) or transformer.family.spatial_dims != 2:
+        return None
+    device, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    before, after = [], []
+    for images, _, truth in TensorBatches(test, batch_size, return_truth=True, device=device):
+        theta = transformer.predict_theta(images)
+        out_size = transformer.out_size or tuple(images.shape[2:])
+        distortion = _AFFINE.matrix(truth["theta"].to(device).float()).double()  # (B, 2, 3) canvas → digit
+        distortion = torch.cat([distortion, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64, device=device)
+                                .expand(len(images), 1, 3)], dim=1)  # fmt: skip
+        before.append(rotation_and_scale(distortion))
+        after.append(rotation_and_scale(distortion @ fitted_affine(transformer, theta, out_size)))
+    model.train(was_training)
+    angle_in, scale_in = (torch.cat(parts) for parts in zip(*before, strict=True))
+    angle_out, scale_out = (torch.cat(parts) for parts in zip(*after, strict=True))
+    return {
+        "pose/angle_sd_in": circular_sd_deg(angle_in),
+        "pose/angle_sd_out": circular_sd_deg(angle_out),
+        "pose/log_scale_sd_in": float(scale_in.std()),
+        "pose/log_scale_sd_out": float(scale_out.std()),
+    }
