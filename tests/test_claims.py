@@ -73,7 +73,7 @@ def test_claims_file_and_table_intervals(tmp_path):
     records = [_record("FCN", "R", 0.10), _record("CNN", "R", 0.02)]
     text = claims.write_claims(records, tmp_path).read_text()
     assert "| 2 | CNN beats FCN on R | 2.00 / 10.00 | 1.2 / 2.1 |" in text and "| holds |" in text
-    assert "## Claim 6" in text and "| ST-CNN Aff on RTS | — | — | not run |" in text
+    assert "## Claim 6" in text and "| ST-CNN Aff on RTS | — | — | — | not run |" in text
     table = build_tables(records, tmp_path)["markdown"].read_text()
     low, high = wilson_interval(20, 1000)
     assert f"| CNN | 1.2 / 2.00 [{low:.1f}, {high:.1f}] (+0.80) |" in table
@@ -81,7 +81,7 @@ def test_claims_file_and_table_intervals(tmp_path):
 
 def test_residual_pose_is_zero_when_the_transformer_undoes_the_distortion_exactly():
     from stn_repro.data.distortions import get_distortion
-    from stn_repro.results.pose import _AFFINE, circular_sd_deg, fitted_affine, rotation_and_scale
+    from stn_repro.results.pose import _AFFINE, circular_sd_deg, digit_centre, fitted_affine, rotation_and_scale
     from stn_repro.transformers import SpatialTransformer
 
     generator = torch.Generator().manual_seed(0)
@@ -94,13 +94,14 @@ def test_residual_pose_is_zero_when_the_transformer_undoes_the_distortion_exactl
         residual = distortion @ fitted_affine(SpatialTransformer(torch.nn.Identity(), family), theta, (42, 42))
         angle, log_scale = rotation_and_scale(residual)
         assert angle.abs().max() < 1e-4 and log_scale.abs().max() < 1e-6
+        assert digit_centre(residual).abs().max() < 1e-6  # the digit's centre at the output's centre
     before, _ = rotation_and_scale(distortion)
     assert 20 < circular_sd_deg(before) < 30  # RTS: rotation uniform in ±45°
     assert circular_sd_deg(torch.full((10,), 33.0)) == pytest.approx(0.0, abs=1e-3)
 
 
 def test_claim_6_verdicts_from_the_recorded_pose_spreads():
-    pose = {"pose/angle_sd_in": 26.0, "pose/log_scale_sd_in": 0.16}
+    pose = {"pose/angle_sd_in": 26.0, "pose/log_scale_sd_in": 0.16, "pose/shift_sd_in": 0.2, "pose/shift_sd_out": 0.1}
     upright = _record("ST-CNN Aff", "RTS", 0.05, metrics={"test/err": 5.0, **pose, "pose/angle_sd_out": 6.0,
                                                        "pose/log_scale_sd_out": 0.05})  # fmt: skip
     tilted = _record("ST-FCN Aff", "RTS", 0.5, metrics={"test/err": 50.0, **pose, "pose/angle_sd_out": 24.0,

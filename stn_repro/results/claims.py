@@ -56,6 +56,7 @@ class Pose:
     model: Model
     angle: tuple[float, float] | None
     log_scale: tuple[float, float] | None
+    shift: tuple[float, float] | None  # where the digit's centre lies (reported, not part of the verdict)
     verdict: str
 
 
@@ -133,14 +134,15 @@ def check_poses(records: Sequence[RunRecord]) -> list[Pose]:
 
 def _pose(model: Model, record: RunRecord | None) -> Pose:
     if record is None:
-        return Pose(model, None, None, "not run")
+        return Pose(model, None, None, None, "not run")
     metrics = record.metrics or {}
     if "pose/angle_sd_out" not in metrics:
-        return Pose(model, None, None, "not measured")
+        return Pose(model, None, None, None, "not measured")
     angle = (metrics["pose/angle_sd_in"], metrics["pose/angle_sd_out"])
     scale = (metrics["pose/log_scale_sd_in"], metrics["pose/log_scale_sd_out"])
+    shift = (metrics["pose/shift_sd_in"], metrics["pose/shift_sd_out"]) if "pose/shift_sd_in" in metrics else None
     halved = angle[1] <= POSE_HALVING * angle[0] and (model[1] != "RTS" or scale[1] <= POSE_HALVING * scale[0])
-    return Pose(model, angle, scale, "holds" if halved else "not shown")
+    return Pose(model, angle, scale, shift, "holds" if halved else "not shown")
 
 
 def write_claims(records: Sequence[RunRecord], out_dir: str | Path) -> Path:
@@ -227,15 +229,18 @@ def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Seq
         "Spread over the test set of the digit's rotation (circular standard deviation, degrees) and log scale "
         "(standard deviation), before the transformer (the distortion) → after it (the distortion composed with the "
         "transformer's affine fit; `stn_repro/results/pose.py`). Holds when the transformer at least halves the "
-        "rotation spread (and on RTS the scale spread).",
+        "rotation spread (and on RTS the scale spread). The digit centre's spread (normalised coordinates of the "
+        "canvas → of the transformer's output) is shown too.",
         "",
-        "| model | rotation spread, before → after | log-scale spread, before → after | verdict |",
-        "|---|---|---|---|",
+        "| model | rotation spread, before → after | log-scale spread, before → after | centre spread, before → after "
+        "| verdict |",
+        "|---|---|---|---|---|",
     ]
     for pose in poses:
         angle = "—" if pose.angle is None else f"{pose.angle[0]:.1f}° → {pose.angle[1]:.1f}°"
         scale = "—" if pose.log_scale is None else f"{pose.log_scale[0]:.3f} → {pose.log_scale[1]:.3f}"
-        lines.append(f"| {pose.model[0]} on {pose.model[1]} | {angle} | {scale} | {pose.verdict} |")
+        shift = "—" if pose.shift is None else f"{pose.shift[0]:.3f} → {pose.shift[1]:.3f}"
+        lines.append(f"| {pose.model[0]} on {pose.model[1]} | {angle} | {scale} | {shift} | {pose.verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,9 @@ each output point shows: ``R = D ∘ A``. Before the transformer the digit's pos
 An upright standard pose means a small spread of ``R``'s rotation and scale over the test set.
 
 Reported per run (:func:`pose_metrics`, degrees and natural-log scale): ``pose/angle_sd_in`` / ``_out`` (circular
-standard deviation of the rotation angle before / after) and ``pose/log_scale_sd_in`` / ``_out``.
+standard deviation of the rotation angle before / after), ``pose/log_scale_sd_in`` / ``_out`` and
+``pose/shift_sd_in`` / ``_out`` (spread of where the digit's centre lies in the canvas / the transformer's output,
+normalised coordinates: ``sqrt`` of the trace of its covariance).
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ def rotation_and_scale(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return torch.rad2deg(angle), 0.5 * torch.log(torch.linalg.det(linear).abs().clamp_min(1e-12))
 
 
+def digit_centre(matrix: Tensor) -> Tensor:
+    """``(B, 2)``: the point ``u`` that affine maps ``(B, 3, 3)`` (frame → digit) take to the digit's centre (0, 0)."""
+    linear, shift = matrix[:, :2, :2].double(), matrix[:, :2, 2].double()
+    return torch.linalg.solve(linear, -shift)
+
+
+def spread(points: Tensor) -> float:
+    """``sqrt(trace(cov))`` of points ``(N, 2)``."""
+    return float(points.var(dim=0).sum().sqrt())
+
+
 def circular_sd_deg(angles_deg: Tensor) -> float:
     """Circular standard deviation ``sqrt(-2 ln R̄)`` of angles in degrees, in degrees."""
     radians = torch.deg2rad(angles_deg.double())
@@ -66,14 +79,17 @@ def pose_metrics(model: torch.nn.Module, test: dict[str, Tensor], batch_size: in
         distortion = _AFFINE.matrix(truth["theta"].to(device).float()).double()  # (B, 2, 3) canvas → digit
         distortion = torch.cat([distortion, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64, device=device)
                                 .expand(len(images), 1, 3)], dim=1)  # fmt: skip
-        before.append(rotation_and_scale(distortion))
-        after.append(rotation_and_scale(distortion @ fitted_affine(transformer, theta, out_size)))
+        residual = distortion @ fitted_affine(transformer, theta, out_size)
+        before.append((*rotation_and_scale(distortion), digit_centre(distortion)))
+        after.append((*rotation_and_scale(residual), digit_centre(residual)))
     model.train(was_training)
-    angle_in, scale_in = (torch.cat(parts) for parts in zip(*before, strict=True))
-    angle_out, scale_out = (torch.cat(parts) for parts in zip(*after, strict=True))
+    angle_in, scale_in, centre_in = (torch.cat(parts) for parts in zip(*before, strict=True))
+    angle_out, scale_out, centre_out = (torch.cat(parts) for parts in zip(*after, strict=True))
     return {
         "pose/angle_sd_in": circular_sd_deg(angle_in),
         "pose/angle_sd_out": circular_sd_deg(angle_out),
         "pose/log_scale_sd_in": float(scale_in.std()),
         "pose/log_scale_sd_out": float(scale_out.std()),
+        "pose/shift_sd_in": spread(centre_in),
+        "pose/shift_sd_out": spread(centre_out),
     }
