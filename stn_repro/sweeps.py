@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.results.records import RecordError, RunRecord, read_record
 from stn_repro.utils import atomic_path, shorten
@@ -145,15 +145,7 @@ def _job_record(job: Path) -> RunRecord | None:
 
 
 class SweepSummary(Callback):
-    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): :func:`write_summary` when a multirun ends.
-
-    When the multirun starts it resolves ``hydra.sweep.dir`` once, in place (``${now:...}`` would give the end of
-    the multirun another time than its start, hence another folder): the launcher and the summary use that folder.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with read_write(config), open_dict(config):
-            config.hydra.sweep.dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
+    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): :func:`write_summary` when a multirun ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(OmegaConf.select(config, "hydra.sweep.dir"))

@@ -33,24 +33,24 @@ def _paths(tmp_path, data_root):
 
 
 def test_the_readme_sweep_keeps_both_points_and_writes_a_summary(tmp_path, data_root):
-    command = [sys.executable, "-m", "stn_repro.train", "-m", "experiment=table1/st_cnn_aff_rts",
+    command = [sys.executable, "-m", "stn_repro.train", "-m", "experiment=table1/st_cnn_aff_rts,table1/fcn_r",
                "optim.lr=0.003,0.01", "profile.iterations=4", "profile.val_every=4", "profile.batch_size=8",
                "data.val_size=16", *_paths(tmp_path, data_root)]  # fmt: skip
-    # the default sweep folder, multirun/<suite>/<time> (its ${now:...} resolved once for the launcher and summary)
+    # the default sweep folder, multirun/<time>: one folder although the swept experiments could differ in suite
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    records = load_records(tmp_path / "variants", "table1")
+    records = [r for r in load_records(tmp_path / "variants", "table1") if r.cell == "st_cnn_aff_rts"]
     # optim.lr=0.01 is the profile's own value: that point differs from its experiment by the schedule alone
     assert sorted("optim.lr=0.003" in r.overrides for r in records) == [False, True]
     assert all("profile.iterations=4" in r.overrides for r in records)
     assert len({r.config_hash for r in records}) == 2 and not any(r.canonical for r in records)
     assert not (tmp_path / "runs").exists()  # no canonical record: nothing for the committed tables
-    (sweep,) = (tmp_path / "multirun" / "table1").iterdir()
+    (sweep,) = (tmp_path / "multirun").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert [j.split("-", 2)[2] for j in jobs][0].startswith("seed0-") and "optim.lr=0.003" in jobs[0]
     summary = (sweep / "summary.md").read_text()
     assert "`optim.lr=0.003, " in summary and "`optim.lr=0.01, " in summary and "best val/err" in summary
-    assert (sweep / "summary.csv").read_text().count("\n") == 3
+    assert (sweep / "summary.csv").read_text().count("\n") == 5  # 2 experiments x 2 learning rates
     assert "Sweep summary" in done.stdout
 
     model = next((tmp_path / "models" / "table1" / "st_cnn_aff_rts").iterdir())
