@@ -70,11 +70,12 @@ def pose_metrics(model: torch.nn.Module, test: dict[str, Tensor], batch_size: in
     transformer = getattr(model, "transformer", None)
     if not isinstance(transformer, SpatialTransformer) or transformer.family.spatial_dims != 2:
         return None
-    device, was_training = next(model.parameters()).device, model.training
+    parameter = next(model.parameters())
+    device, dtype, was_training = parameter.device, parameter.dtype, model.training
     model.eval()
     before, after = [], []
     for images, _, truth in TensorBatches(test, batch_size, return_truth=True, device=device):
-        theta = transformer.predict_theta(images)
+        theta = transformer.predict_theta(images.to(dtype))  # the model's dtype (float64 under 64-true)
         out_size = transformer.out_size or tuple(images.shape[2:])
         distortion = _AFFINE.matrix(truth["theta"].to(device).float()).double()  # (B, 2, 3) canvas → digit
         distortion = torch.cat([distortion, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64, device=device)
