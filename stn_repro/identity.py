@@ -41,6 +41,7 @@ HASH_EXCLUDED = (
     "data.source",  # which copy of the digits: their checksum is in the hash
     "data.device_resident",
     "profile.seeds",
+    "profile.budgets",  # per-model budgets: what a run trains with is in the resolved profile.iterations ...
     "profile.theta_log_every",
     "profile.image_log_every",
     "fast",

@@ -151,7 +151,7 @@ def run(
     resume = resume_checkpoint(checkpoints)
     if resume is not None:
         print(f"  resuming from {resume}", flush=True)
-    status, metrics, outcomes = "finished", None, None
+    status, metrics, outcomes, pose = "finished", None, None, None
     try:
         trainer.fit(system, datamodule=data, ckpt_path=resume, weights_only=True)
     except DivergedError as error:
@@ -183,7 +183,10 @@ def run(
         outcomes = pack_outcomes(system.test_wrong.numpy()) if getattr(system, "test_wrong", None) is not None else None
         test_arrays = getattr(data, "splits", {}).get("test", {})
         if cfg.data.get("distortion") in POSE_DISTORTIONS and "theta" in test_arrays:  # claim 6: upright pose
-            metrics.update(pose_metrics(model, test_arrays) or {})
+            measured = pose_metrics(model, test_arrays)
+            if measured is not None:
+                metrics.update(measured[0])
+                pose = measured[1]
     _finish_wandb(cfg)
     sizes = data.metadata["sizes"]
     source = data.metadata["source"]
@@ -210,6 +213,7 @@ def run(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         deviations=deviations(cfg, source, sizes),
         outcomes=outcomes,
+        pose=pose,
     )
     if status == "finished":
         save_model(models, model, cfg)

@@ -112,3 +112,54 @@ def test_claim_6_verdicts_from_the_recorded_pose_spreads():
     assert (
         by_model[("ST-CNN Aff", "R")].verdict == "not measured" and by_model[("ST-CNN TPS", "R")].verdict == "not run"
     )
+
+
+def test_paired_difference_is_the_wald_interval_of_matched_proportions():
+    only_a, only_b, n = 40, 10, 1000
+    d, half_width = claims.paired_difference(only_a, only_b, n)
+    p10, p01 = only_a / n, only_b / n
+    assert d == pytest.approx(100 * (p10 - p01))
+    assert half_width == pytest.approx(100 * 1.959964 * np.sqrt((p10 + p01 - (p10 - p01) ** 2) / n))
+    assert claims.paired_difference(0, 0, n) == (0.0, 0.0)
+
+
+def test_a_claim_below_the_resolution_of_the_test_images_says_so(tmp_path):
+    rng = np.random.default_rng(3)
+    records = [_record("ST-CNN TPS", "E", 0.031, rng=rng), _record("ST-CNN Aff", "E", 0.030, rng=rng),
+               _record("FCN", "RTS", 0.30, rng=rng), _record("ST-FCN Aff", "RTS", 0.31, rng=rng)]  # fmt: skip
+    by_text = {c.text: c for c in claims.check_claims(records)}
+    tps = by_text["ST-CNN TPS beats ST-CNN Aff on E"]  # paper: 1.1 vs 1.2, a 0.1-point gap
+    assert tps.verdict != "holds" and "paper's gap (0.1) is inside our ±" in tps.why
+    rts = by_text["ST-FCN Aff beats FCN on RTS"]  # paper: 0.8 vs 5.2, resolvable on 1,000 images
+    assert rts.verdict != "holds" and rts.why == ""
+    assert "not resolvable on these images" in claims.write_claims(records, tmp_path).read_text()
+
+
+def test_pose_histograms_are_recorded_checked_and_drawn(tmp_path):
+    from stn_repro.data.distortions import get_distortion
+    from stn_repro.results.pose import ANGLE_EDGES, pose_metrics
+    from stn_repro.transformers import SpatialTransformer
+
+    class Identity(torch.nn.Module):  # an ST model whose transformer does nothing: the pose stays the distortion's
+        def __init__(self):
+            super().__init__()
+            localisation = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(42 * 42, 6))
+            with torch.no_grad():
+                localisation[1].weight.zero_()
+                localisation[1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+            self.transformer = SpatialTransformer(localisation, "affine")
+
+    generator = torch.Generator().manual_seed(0)
+    digits, labels = torch.randint(0, 255, (300, 28, 28), dtype=torch.uint8), torch.zeros(300, dtype=torch.long)
+    test = get_distortion("RTS").generate(digits, labels, generator, torch.device("cpu"))
+    metrics, histograms = pose_metrics(Identity(), test)
+    angle = histograms["angle_deg"]
+    assert angle["edges"] == ANGLE_EDGES and angle["before"] == angle["after"] and sum(angle["before"]) == 300
+    assert metrics["pose/angle_sd_in"] == pytest.approx(metrics["pose/angle_sd_out"], abs=1e-6)
+    assert sum(histograms["log_scale"]["after"]) == 300
+    record = _record("ST-CNN Aff", "RTS", 0.05, pose=histograms)
+    assert record.pose == histograms
+    with pytest.raises(RecordError, match="field 'pose'"):
+        _record("ST-CNN Aff", "RTS", 0.05, pose={"angle_deg": {**angle, "after": angle["after"][:-1]}})
+    claims.write_claims([record], tmp_path)
+    assert (tmp_path / "figures" / claims.POSE_FIGURE).stat().st_size > 10_000

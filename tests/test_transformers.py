@@ -264,3 +264,17 @@ def test_bad_options_are_rejected():
         get_family("affine", grid_size=4)
     with pytest.raises(ValueError, match="do not match"):
         sample(torch.rand(2, 1, 4, 4), torch.zeros(1, 4, 4, 2))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FAMILIES if not n.endswith("3d")))
+def test_grids_first_built_in_inference_mode_still_train(name):
+    """The cached grids are built outside inference mode: a validation step that builds one first (here a size
+    no other test uses) must not break the training steps after it."""
+    family = get_family(name)
+    size = (13, 17)
+    with torch.inference_mode():
+        family.grid(family.identity(2), size)
+    theta = family.identity(2).requires_grad_(True)
+    image = torch.rand(2, 1, *size)
+    sample(image, family.grid(theta, size)).sum().backward()
+    assert theta.grad is not None and torch.isfinite(theta.grad).all()

@@ -25,6 +25,7 @@ Command line: ``python -m stn_repro.results.claims --runs results/runs --out res
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stn_repro.results.pose_figure import plot_poses
 from stn_repro.results.records import RecordError, RunRecord, load_records
 from stn_repro.results.reference import paper_value
 from stn_repro.results.stats import mcnemar_p, unpack_outcomes
@@ -46,6 +48,7 @@ FAMILIES = ("Aff", "Proj", "TPS")
 Model = tuple[str, str]
 
 
+POSE_FIGURE = "claim6_pose.png"
 POSE_HALVING = 0.5  # claim 6: the spread after the transformer is at most this fraction of the spread before
 
 
@@ -74,6 +77,17 @@ class Comparison:
     discordant: tuple[int, int] | None  # (only A wrong, only B wrong), pooled over the common seeds
     p: float | None
     verdict: str
+    difference: tuple[float, float] | None = None  # A − B in error points on the paired images, 95% half-width
+
+    @property
+    def why(self) -> str:
+        """For a claim that does not hold: whether the paper's own gap could be seen on these test images."""
+        if self.verdict == "holds" or self.difference is None or None in self.paper:
+            return ""
+        gap, half_width = self.paper[1] - self.paper[0], self.difference[1]
+        if self.kind == "lower" and gap < half_width:
+            return f"the paper's gap ({gap:.1f}) is inside our ±{half_width:.1f}: not resolvable on these images"
+        return ""
 
 
 def comparisons() -> list[tuple[str, str, Model, Model, str]]:
@@ -146,8 +160,10 @@ def _pose(model: Model, record: RunRecord | None) -> Pose:
 
 
 def write_claims(records: Sequence[RunRecord], out_dir: str | Path) -> Path:
-    """Write ``<out_dir>/claims.md`` (atomically) from ``records``; returns its path."""
+    """Write ``<out_dir>/claims.md`` and ``<out_dir>/figures/claim6_pose.png`` (atomically) from ``records``;
+    returns the path of ``claims.md``."""
     results = check_claims(records)
+    plot_poses(records, Path(out_dir) / "figures" / POSE_FIGURE)
     path = Path(out_dir) / "claims.md"
     with atomic_path(path) as tmp:
         tmp.write_text(_markdown(results, check_poses(records), records), encoding="utf-8")
@@ -187,6 +203,7 @@ def _compare(
     wrong_a = np.concatenate([unpack_outcomes(runs[a][s].outcomes) for s in paired])
     wrong_b = np.concatenate([unpack_outcomes(runs[b][s].outcomes) for s in paired])
     p, only_a, only_b = mcnemar_p(wrong_a, wrong_b)
+    difference = paired_difference(only_a, only_b, len(wrong_a))
     lower = only_a <= only_b  # on the paired images: A wrong on no more images than B
     if kind == "not worse":
         verdict = "holds" if lower or p >= ALPHA else "contradicted"
@@ -194,7 +211,15 @@ def _compare(
         verdict = "holds" if p < ALPHA and only_a < only_b else "holds, not significant"
     else:
         verdict = "contradicted" if p < ALPHA else "not shown"
-    return Comparison(claim, text, a, b, kind, ours, paper, (only_a, only_b), p, verdict)
+    return Comparison(claim, text, a, b, kind, ours, paper, (only_a, only_b), p, verdict, difference)
+
+
+def paired_difference(only_a: int, only_b: int, n: int) -> tuple[float, float]:
+    """``(A − B, 95% half-width)`` in error points: the difference of two error rates measured on the same ``n``
+    images, from the images only A / only B got wrong (the Wald interval for paired proportions)."""
+    d = (only_a - only_b) / n
+    variance = max(only_a + only_b - n * d * d, 0.0) / (n * n)
+    return 100.0 * d, 100.0 * 1.959964 * math.sqrt(variance)
 
 
 def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Sequence[RunRecord]) -> str:
@@ -206,7 +231,8 @@ def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Seq
         "",
         f"From {len(records)} run records (profile {', '.join(profiles) or '—'}; data {', '.join(sources) or '—'}; "
         f"newest {newest}). Test error %, ours (mean over seeds) / the paper's; `only A / only B`: test images "
-        "only A / only B got wrong (the seeds both ran, pooled); p: exact McNemar test over those images. Verdicts "
+        "only A / only B got wrong (the seeds both ran, pooled); A − B: the difference in error points on those "
+        "images with its 95% interval; p: exact McNemar test over those images. Verdicts "
         f"(α = {ALPHA}): see `stn_repro/results/claims.py`.",
         "",
         f"**Summary:** claims 1–5: {summary_line(results)}; claim 6: {summary_line(poses)}.",
@@ -214,14 +240,15 @@ def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Seq
     ]
     if any(s == "bundled" for s in sources):
         lines.append("- Data: the bundled 5,000-digit sample, NOT full MNIST (its test error is optimistic).")
-    lines += ["", "| claim | comparison (A vs B) | ours A / B | paper A / B | only A / only B | p | verdict |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    header = "| claim | comparison (A vs B) | ours A / B | paper A / B | only A / only B | A − B (95%) | p | verdict |"
+    lines += ["", f"{header} why not |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ours = " / ".join("—" if v is None else f"{v:.2f}" for v in r.ours)
         paper = " / ".join("—" if v is None else f"{v:g}" for v in r.paper)
         disc = "—" if r.discordant is None else f"{r.discordant[0]} / {r.discordant[1]}"
         p = "—" if r.p is None else (f"{r.p:.2g}" if r.p >= 1e-4 else "< 1e-4")
-        lines.append(f"| {r.claim} | {r.text} | {ours} | {paper} | {disc} | {p} | {r.verdict} |")
+        diff = "—" if r.difference is None else f"{r.difference[0]:+.1f} ± {r.difference[1]:.1f}"
+        lines.append(f"| {r.claim} | {r.text} | {ours} | {paper} | {disc} | {diff} | {p} | {r.verdict} | {r.why} |")
     lines += [
         "",
         "## Claim 6: the transformed digits come out in a standard upright pose",
@@ -230,7 +257,8 @@ def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Seq
         "(standard deviation), before the transformer (the distortion) → after it (the distortion composed with the "
         "transformer's affine fit; `stn_repro/results/pose.py`). Holds when the transformer at least halves the "
         "rotation spread (and on RTS the scale spread). The digit centre's spread (normalised coordinates of the "
-        "canvas → of the transformer's output) is shown too.",
+        "canvas → of the transformer's output) is shown too. Histograms: "
+        f"[`figures/{POSE_FIGURE}`](figures/{POSE_FIGURE}).",
         "",
         "| model | rotation spread, before → after | log-scale spread, before → after | centre spread, before → after "
         "| verdict |",

@@ -9,7 +9,9 @@ An upright standard pose means a small spread of ``R``'s rotation and scale over
 Reported per run (:func:`pose_metrics`, degrees and natural-log scale): ``pose/angle_sd_in`` / ``_out`` (circular
 standard deviation of the rotation angle before / after), ``pose/log_scale_sd_in`` / ``_out`` and
 ``pose/shift_sd_in`` / ``_out`` (spread of where the digit's centre lies in the canvas / the transformer's output,
-normalised coordinates: ``sqrt`` of the trace of its covariance).
+normalised coordinates: ``sqrt`` of the trace of its covariance), and the histograms of the rotation angle and
+the log scale before / after (:data:`ANGLE_EDGES`, :data:`LOG_SCALE_EDGES`), which a run record keeps in ``pose``
+for the claim-6 figure.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from stn_repro.data.modules import TensorBatches
 from stn_repro.transformers import SpatialTransformer, get_family
 
 POSE_DISTORTIONS = ("R", "RTS")
+ANGLE_EDGES = [float(a) for a in range(-180, 181, 10)]  # degrees; the residual angle lies in (-180, 180]
+LOG_SCALE_EDGES = [round(-0.6 + 0.04 * i, 2) for i in range(31)]  # values beyond ±0.6 count in the end bins
 _AFFINE = get_family("affine")
 
 
@@ -63,10 +67,20 @@ def circular_sd_deg(angles_deg: Tensor) -> float:
     return math.degrees(math.sqrt(-2.0 * math.log(float(length))))
 
 
+def histogram(values: Tensor, edges: list[float]) -> list[int]:
+    """Counts of ``values`` ``(N,)`` in the bins between ``edges``; values outside them count in the end bins."""
+    clipped = values.double().clamp(edges[0], edges[-1])
+    counts = torch.histogram(clipped.cpu(), bins=torch.tensor(edges, dtype=torch.float64)).hist
+    return [int(c) for c in counts]
+
+
 @torch.no_grad()
-def pose_metrics(model: torch.nn.Module, test: dict[str, Tensor], batch_size: int = 256) -> dict[str, float] | None:
-    """The pose spreads before and after ``model.transformer`` on the test arrays ``test`` (with their ``theta``);
-    ``None`` for a model without an input transformer."""
+def pose_metrics(
+    model: torch.nn.Module, test: dict[str, Tensor], batch_size: int = 256
+) -> tuple[dict[str, float], dict[str, dict[str, list[float] | list[int]]]] | None:
+    """``(metrics, histograms)``: the pose spreads before and after ``model.transformer`` on the test arrays
+    ``test`` (with their ``theta``), and ``{"angle_deg" | "log_scale": {"edges", "before", "after"}}``; ``None``
+    for a model without an input transformer."""
     transformer = getattr(model, "transformer", None)
     if not isinstance(transformer, SpatialTransformer) or transformer.family.spatial_dims != 2:
         return None
@@ -86,7 +100,13 @@ def pose_metrics(model: torch.nn.Module, test: dict[str, Tensor], batch_size: in
     model.train(was_training)
     angle_in, scale_in, centre_in = (torch.cat(parts) for parts in zip(*before, strict=True))
     angle_out, scale_out, centre_out = (torch.cat(parts) for parts in zip(*after, strict=True))
-    return {
+    histograms = {
+        "angle_deg": {"edges": ANGLE_EDGES, "before": histogram(angle_in, ANGLE_EDGES),
+                      "after": histogram(angle_out, ANGLE_EDGES)},
+        "log_scale": {"edges": LOG_SCALE_EDGES, "before": histogram(scale_in, LOG_SCALE_EDGES),
+                      "after": histogram(scale_out, LOG_SCALE_EDGES)},
+    }  # fmt: skip
+    metrics = {
         "pose/angle_sd_in": circular_sd_deg(angle_in),
         "pose/angle_sd_out": circular_sd_deg(angle_out),
         "pose/log_scale_sd_in": float(scale_in.std()),
@@ -94,3 +114,4 @@ def pose_metrics(model: torch.nn.Module, test: dict[str, Tensor], batch_size: in
         "pose/shift_sd_in": spread(centre_in),
         "pose/shift_sd_out": spread(centre_out),
     }
+    return metrics, histograms

@@ -95,6 +95,9 @@ class RunRecord:
         outcomes: which test images the run got wrong, in test-set order (:func:`stn_repro.results.stats.pack_outcomes`:
             ``{"n": N, "wrong": base64}``), for paired tests between models; ``None`` where the task does not say
             per image, for a diverged run, or in records made before this field existed (it may be absent).
+        pose: claim 6's histograms of the test digits' rotation (degrees) and log scale before / after the input
+            transformer (:func:`stn_repro.results.pose.pose_metrics`: ``{"angle_deg" | "log_scale": {"edges",
+            "before", "after"}}``); ``None`` for models without one, off R / RTS, or in older records.
     """
 
     suite: str
@@ -119,6 +122,7 @@ class RunRecord:
     created: str
     deviations: list[str]
     outcomes: dict[str, Any] | None = None
+    pose: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -316,12 +320,21 @@ def _validate(record: RunRecord) -> None:
         n, wrong = record.outcomes.get("n"), record.outcomes.get("wrong")
         if not _is_instance(n, int) or n != record.data["n_test"] or not isinstance(wrong, str):
             raise RecordError(f"field 'outcomes' must be {{'n': n_test ({record.data['n_test']}), 'wrong': base64}}")
+    for name, histogram in (record.pose or {}).items():
+        edges, before, after = (histogram.get(k) if isinstance(histogram, dict) else None for k in _POSE_KEYS)
+        if not (isinstance(edges, list) and isinstance(before, list) and isinstance(after, list)) or not (
+            len(before) == len(after) == len(edges) - 1 and all(_is_instance(c, int) for c in before + after)
+        ):
+            raise RecordError(
+                f"field 'pose' [{name!r}] must be {{'edges': [k+1 numbers], 'before'/'after': [k counts]}}"
+            )
     try:
         datetime.fromisoformat(record.created)
     except ValueError as exc:
         raise RecordError(f"field 'created' is {record.created!r}; expected an ISO 8601 time") from exc
 
 
+_POSE_KEYS = ("edges", "before", "after")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "suite": str,
     "cell": str,
@@ -345,6 +358,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "created": str,
     "deviations": list,
     "outcomes": (dict, type(None)),
+    "pose": (dict, type(None)),
 }
 
 

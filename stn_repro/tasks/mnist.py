@@ -113,7 +113,7 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
             f"{cfg.optim.theta_loss_weight} (the paper trains it without supervision)"
         )
     if cfg.data.resample_every_epoch:
-        notes.append("training distortions re-drawn every epoch")
+        notes.append("training distortions re-drawn every epoch from the same digits (the paper does not say)")
     return notes
 
 

@@ -8,12 +8,11 @@ the same normalised coordinates.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-from stn_repro.transformers.sampling import base_grid
+from stn_repro.transformers.sampling import base_grid, tensor_cache
 
 PROJECTIVE_EPS = 1e-6
 """Smallest magnitude allowed for a projective denominator; keeps grids finite (no NaN or inf)."""
@@ -74,7 +73,7 @@ def pixel_centre_points(size: Sequence[int], *, device=None, dtype: torch.dtype 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=32)
+@tensor_cache(maxsize=32)
 def control_grid(grid_size: int, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Control points on a ``grid_size`` × ``grid_size`` grid spanning ``[-1, 1]^2``, row-major, ``(K, 2)``.
 
@@ -93,7 +92,7 @@ def tps_kernel(points: Tensor, centres: Tensor) -> Tensor:
     return torch.where(r2 > 0, 0.5 * r2 * torch.log(r2.clamp_min(1e-300)), torch.zeros_like(r2))
 
 
-@lru_cache(maxsize=32)
+@tensor_cache(maxsize=32)
 def _tps_solution(grid_size: int, regularisation: float, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``L⁻¹[:, :K]`` of the TPS system for the control grid, solved once in float64; ``(K + 3, K)``."""
     centres = control_grid(grid_size, device="cpu", dtype=torch.float64)
@@ -127,7 +126,7 @@ def tps_weights(points: Tensor, grid_size: int, regularisation: float = 0.0) -> 
     return (basis @ solution).to(points.dtype)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _tps_grid_weights(
     out_size: tuple[int, int], grid_size: int, regularisation: float, device: torch.device, dtype: torch.dtype
 ) -> Tensor:

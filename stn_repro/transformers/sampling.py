@@ -23,8 +23,8 @@ the input's dtype, so a transformer inside a ``bf16-mixed`` model computes exact
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +75,24 @@ def _base_grid(size: tuple[int, ...], device: torch.device, dtype: torch.dtype) 
     return torch.stack(coords, dim=-1).to(dtype)
 
 
-_cached_base_grid = lru_cache(maxsize=64)(_base_grid)
+def tensor_cache(maxsize: int) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """``functools.lru_cache`` for functions returning constant tensors, which it always builds outside inference
+    mode: a tensor first built under ``torch.inference_mode()`` (a validation or test step) could not be used by
+    autograd in the training steps after it."""
+
+    def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(function)
+        def cached(*args, **kwargs) -> Tensor:
+            with torch.inference_mode(False):
+                return function(*args, **kwargs)
+
+        return cached
+
+    return decorate
+
+
+_cached_base_grid = tensor_cache(maxsize=64)(_base_grid)
 
 
 def base_grid(
