@@ -300,9 +300,12 @@ def _finish_wandb(cfg: DictConfig) -> None:
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's start-up banners and a known deprecation notice out of the run's output."""
+    """Keep Lightning's start-up banners, a known deprecation notice and its epoch-logging hint out of the run's
+    output (training scalars are logged every ``fast.log_every`` steps across epochs: an epoch of 15 batches is
+    fine)."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

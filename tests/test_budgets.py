@@ -59,3 +59,13 @@ def test_a_budget_without_the_key_names_it():
         del cfg.profile.budgets.default["iterations"]
     with pytest.raises(InterpolationResolutionError, match="no 'iterations' for model.kind=cnn nor under default"):
         OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_a_budget_can_differ_by_dataset_within_a_kind():
+    base = ["+profile.budgets.default.by_data={tc: {iterations: 77}}"]
+    assert compose_config(["experiment=cluttered/cnn_tc", *base]).profile.iterations == 77
+    assert compose_config(["experiment=cluttered/st_cnn_tc", *base]).profile.iterations == 77
+    cnn_r = compose_config(["experiment=table1/cnn_r", *base]).profile
+    assert cnn_r.iterations == cnn_r.budgets.default.iterations  # another dataset: the kind's own value
+    fcn_tc = compose_config(["experiment=cluttered/fcn_tc", *base]).profile
+    assert fcn_tc.iterations == fcn_tc.budgets.fcn.iterations  # a kind with its own entry does not inherit it

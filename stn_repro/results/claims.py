@@ -81,8 +81,9 @@ class Comparison:
 
     @property
     def why(self) -> str:
-        """For a claim that does not hold: whether the paper's own gap could be seen on these test images."""
-        if self.verdict == "holds" or self.difference is None or None in self.paper:
+        """For a claim without significance either way: whether the paper's own gap could be seen on these test
+        images (a significant result needs no such note)."""
+        if self.verdict not in ("holds, not significant", "not shown") or self.difference is None or None in self.paper:
             return ""
         gap, half_width = self.paper[1] - self.paper[0], self.difference[1]
         if self.kind == "lower" and gap < half_width:

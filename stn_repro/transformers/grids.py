@@ -45,21 +45,28 @@ def apply_affine(theta: Tensor, points: Tensor) -> Tensor:
 
 def safe_denominator(w: Tensor, eps: float = PROJECTIVE_EPS) -> Tensor:
     """``w`` with magnitudes below ``eps`` replaced by ``±eps`` (sign kept, zero counted positive)."""
-    sign = torch.where(w < 0, -torch.ones_like(w), torch.ones_like(w))
-    return torch.where(w.abs() < eps, sign * eps, w)
+    return torch.where(w.abs() < eps, torch.where(w < 0, -eps, eps), w)
 
 
 def apply_homography(matrix: Tensor, points: Tensor, eps: float = PROJECTIVE_EPS) -> Tensor:
     """Map points ``(B, N, 2)`` with homographies ``(B, 3, 3)``; the denominator is kept away from zero."""
-    mapped = _homogeneous(points) @ matrix.transpose(1, 2)
-    return mapped[..., :2] / safe_denominator(mapped[..., 2:])
+    return _projected(_homogeneous(points), matrix, eps)
+
+
+def _projected(homogeneous: Tensor, matrix: Tensor, eps: float) -> Tensor:
+    """``(B, N, 2)``: homogeneous points ``(B or 1, N, 3)`` mapped by ``matrix`` ``(B, 3, 3)`` and divided by their
+    guarded third coordinate (numerator and denominator as separate contiguous products: cheaper to differentiate
+    than slices of one)."""
+    numerator = homogeneous @ matrix[:, :2].transpose(1, 2)
+    denominator = homogeneous @ matrix[:, 2:].transpose(1, 2)
+    return numerator * safe_denominator(denominator, eps).reciprocal()
 
 
 def projective_grid(matrix: Tensor, out_size: Sequence[int], eps: float = PROJECTIVE_EPS) -> Tensor:
     """Sampling grid of homographies ``(B, 3, 3)`` for output ``(H, W)``; returns ``(B, H, W, 2)``, always finite."""
     h, w = out_size
-    points = pixel_centre_points(out_size, device=matrix.device, dtype=matrix.dtype)
-    return apply_homography(matrix, points.expand(matrix.shape[0], -1, -1), eps).reshape(-1, h, w, 2)
+    base = base_grid(out_size, device=matrix.device, dtype=matrix.dtype).reshape(1, -1, 3)  # (1, HW, 3), cached
+    return _projected(base, matrix, eps).reshape(-1, h, w, 2)
 
 
 def pixel_centre_points(size: Sequence[int], *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
