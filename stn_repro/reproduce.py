@@ -37,7 +37,7 @@ from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR, compose_config, config_hash, protocol_overrides
 from stn_repro.models.cub import PretrainedWeightsError
 from stn_repro.progress import indented
-from stn_repro.results.claims import check_claims, check_poses, summary_line, write_claims
+from stn_repro.results.claims import check_claims, check_poses, load_evidence, summary_line, write_claims
 from stn_repro.results.records import RecordError, RunRecord, find_record
 from stn_repro.results.tables import TableError, build_not_run_tables, build_tables
 from stn_repro.tasks import get_task, preflight
@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             if plan.canonical and plan.name in CLAIM_SUITES:
                 claimed += records
         if claimed:
-            path = write_claims(claimed, Path(plans[0].configs[next(iter(plans[0].configs))].paths.results))
+            results_dir = Path(plans[0].configs[next(iter(plans[0].configs))].paths.results)
+            path = write_claims(claimed, results_dir, load_evidence(results_dir / "evidence"))
             poses = summary_line(check_poses(claimed))
             print(f"claims of the paper: {summary_line(check_claims(claimed))}; claim 6: {poses} -> {path}", flush=True)
     except (ConfigError, DataError, PretrainedWeightsError, RecordError, TableError) as error:

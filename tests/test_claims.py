@@ -163,3 +163,16 @@ def test_pose_histograms_are_recorded_checked_and_drawn(tmp_path):
         _record("ST-CNN Aff", "RTS", 0.05, pose={"angle_deg": {**angle, "after": angle["after"][:-1]}})
     claims.write_claims([record], tmp_path)
     assert (tmp_path / "figures" / claims.POSE_FIGURE).stat().st_size > 10_000
+
+
+def test_variants_of_a_contradicted_claim_are_listed_under_it(tmp_path):
+    rng = np.random.default_rng(4)
+    records = [_record("CNN", "TC", 0.10, rng=rng), _record("ST-CNN", "TC", 0.18, rng=rng)]
+    longer = _record("ST-CNN", "TC", 0.08, rng=rng, canonical=False, overrides=["profile.iterations=2000"])
+    unrelated = _record("FCN", "R", 0.08, rng=rng, canonical=False, overrides=["profile.iterations=2000"])
+    text = claims.write_claims(records, tmp_path, [longer, unrelated]).read_text()
+    row = next(line for line in text.splitlines() if "| ST-CNN beats CNN on TC |" in line)
+    assert "| contradicted | variants measured: see the last section |" in row
+    section = text.split("## Variants measured for the claims that do not hold here")[1]
+    assert "| ST-CNN on TC | `profile.iterations=2000` | 8.0 [" in section and "FCN on R" not in section
+    assert "## Variants" not in claims.write_claims(records, tmp_path).read_text()

@@ -29,7 +29,7 @@ import math
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ import numpy as np
 from stn_repro.results.pose_figure import plot_poses
 from stn_repro.results.records import RecordError, RunRecord, load_records
 from stn_repro.results.reference import paper_value
-from stn_repro.results.stats import mcnemar_p, unpack_outcomes
+from stn_repro.results.stats import mcnemar_p, unpack_outcomes, wilson_interval
 from stn_repro.utils import atomic_path
 
 ALPHA = 0.05
@@ -78,11 +78,14 @@ class Comparison:
     p: float | None
     verdict: str
     difference: tuple[float, float] | None = None  # A − B in error points on the paired images, 95% half-width
+    has_evidence: bool = False  # variant records of A or B are listed in claims.md (write_claims's evidence)
 
     @property
     def why(self) -> str:
         """For a claim without significance either way: whether the paper's own gap could be seen on these test
         images (a significant result needs no such note)."""
+        if self.verdict == "contradicted":
+            return "variants measured: see the last section" if self.has_evidence else ""
         if self.verdict not in ("holds, not significant", "not shown") or self.difference is None or None in self.paper:
             return ""
         gap, half_width = self.paper[1] - self.paper[0], self.difference[1]
@@ -160,14 +163,18 @@ def _pose(model: Model, record: RunRecord | None) -> Pose:
     return Pose(model, angle, scale, shift, "holds" if halved else "not shown")
 
 
-def write_claims(records: Sequence[RunRecord], out_dir: str | Path) -> Path:
+def write_claims(records: Sequence[RunRecord], out_dir: str | Path, evidence: Sequence[RunRecord] = ()) -> Path:
     """Write ``<out_dir>/claims.md`` and ``<out_dir>/figures/claim6_pose.png`` (atomically) from ``records``;
-    returns the path of ``claims.md``."""
-    results = check_claims(records)
+    returns the path of ``claims.md``. ``evidence``: variant records of the same cells (``results/evidence/``: longer
+    schedules, other settings) listed under the claims that do not hold, so the table says what was measured."""
+    evidenced = {(r.row, r.column or "TC") for r in evidence if r.status == "finished"}
+    results = [replace(r, has_evidence=bool({r.a, r.b} & evidenced)) for r in check_claims(records)]
+    poses = check_poses(records)
     plot_poses(records, Path(out_dir) / "figures" / POSE_FIGURE)
     path = Path(out_dir) / "claims.md"
+    text = _markdown(results, poses, records) + _evidence(results, poses, evidence)
     with atomic_path(path) as tmp:
-        tmp.write_text(_markdown(results, check_poses(records), records), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
@@ -273,11 +280,49 @@ def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Seq
     return "\n".join(lines) + "\n"
 
 
+def load_evidence(root: str | Path) -> list[RunRecord]:
+    """The variant records of Table 1 / cluttered cells kept under ``root`` (``results/evidence``)."""
+    return [r for suite in ("table1", "cluttered") for r in load_records(root, suite)]
+
+
+def _evidence(results: Sequence[Comparison], poses: Sequence[Pose], evidence: Sequence[RunRecord]) -> str:
+    """A section per model of a claim that does not hold (or a claim-6 model not shown) that has variant records:
+    what each variant changed and what it measured."""
+    open_models = {m for r in results if r.verdict in ("contradicted", "not shown") for m in (r.a, r.b)}
+    open_models |= {p.model for p in poses if p.verdict == "not shown"}
+    shown = [r for r in evidence if r.status == "finished" and (r.row, r.column or "TC") in open_models]
+    if not shown:
+        return ""
+    lines = [
+        "",
+        "## Variants measured for the claims that do not hold here",
+        "",
+        "Variant records of the same cells (`results/evidence/`, made by `python -m stn_repro.train experiment=<cell> "
+        "<overrides>`): what each changed against the canonical run above, its test error with the 95% Wilson "
+        "interval, the rotation spread before → after its transformer (claim 6, R / RTS), and its training time.",
+        "",
+        "| model | overrides | test err % [95%] | rotation spread | train time | git |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(shown, key=lambda r: (r.column or "TC", r.row, r.iterations, r.config_hash)):
+        err = r.metrics["test/err"]
+        low, high = wilson_interval(round(err * r.data["n_test"] / 100), r.data["n_test"])
+        m = r.metrics
+        angle = f"{m['pose/angle_sd_in']:.1f}° → {m['pose/angle_sd_out']:.1f}°" if "pose/angle_sd_out" in m else "—"
+        overrides = ", ".join(f"`{o}`" for o in r.overrides) or "—"
+        lines.append(
+            f"| {r.row} on {r.column or 'TC'} | {overrides} | {err:.1f} [{low:.1f}, {high:.1f}] | {angle} "
+            f"| {r.wall_time_s:.0f} s | {r.git_revision} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stn_repro.results.claims", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="canonical run records (results/runs)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (results)")
     parser.add_argument("--profile", default="quick", help="the profile whose records are checked (quick)")
+    parser.add_argument("--evidence", type=Path, default=Path("results/evidence"), help="variant records to list")
     args = parser.parse_args(argv)
     try:
         records = [r for suite in ("table1", "cluttered") for r in load_records(args.runs, suite)]
@@ -288,7 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not records:
         print(f"error: no {args.profile!r} records of table1 / cluttered in {args.runs}", file=sys.stderr)
         return 2
-    path = write_claims(records, args.out)
+    try:
+        evidence = load_evidence(args.evidence)
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    path = write_claims(records, args.out, evidence)
     print(f"claims: {summary_line(check_claims(records))}; claim 6: {summary_line(check_poses(records))} -> {path}")
     return 0
 

@@ -26,7 +26,7 @@ from stn_repro.transformers import SpatialTransformer, get_family
 
 POSE_DISTORTIONS = ("R", "RTS")
 ANGLE_EDGES = [float(a) for a in range(-180, 181, 10)]  # degrees; the residual angle lies in (-180, 180]
-LOG_SCALE_EDGES = [round(-0.6 + 0.04 * i, 2) for i in range(31)]  # values beyond ±0.6 count in the end bins
+LOG_SCALE_EDGES = [round(-0.8 + 0.05 * i, 2) for i in range(37)]  # RTS before: ln(1.5 / s), s in [0.7, 1.2]
 _AFFINE = get_family("affine")
 
 
