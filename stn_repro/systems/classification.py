@@ -23,6 +23,11 @@ from stn_repro.transformers.families import MatrixFamily
 OPTIMIZERS = ("sgd", "rmsprop")
 
 
+def rotation_angle(matrix: Tensor) -> Tensor:
+    """``(B,)`` radians: the rotation of the similarity nearest to the linear part of maps ``(B, 2|3, 3)``."""
+    return torch.atan2(matrix[:, 1, 0] - matrix[:, 0, 1], matrix[:, 0, 0] + matrix[:, 1, 1])
+
+
 def theta_statistics(theta: Tensor, family: TransformFamily) -> dict[str, Tensor]:
     """Batch means of θ ``(B, P)``: distance to the identity and, for 2D matrix families, the determinant, the
     scale (√|det|) and the translation ``tx``, ``ty`` (normalised coordinates)."""
@@ -44,6 +49,9 @@ def _to_uint8(grid: Tensor) -> np.ndarray:
 
 class DivergedError(RuntimeError):
     """Training produced a non-finite loss."""
+
+
+THETA_TARGETS = ("full", "rotation")
 
 
 class ClassificationSystem(pl.LightningModule):
@@ -70,6 +78,12 @@ class ClassificationSystem(pl.LightningModule):
             the distortion (supervised transformer training; 0: off, the paper's unsupervised setting). Needs
             batches ``(images, labels, truth)`` with ``truth["theta"]``, the distortion's sampling parameters of the
             transformer's family (canvas → digit), so the target is ``family.inverse(truth["theta"])``.
+        theta_target: what the θ loss knows of that target (weak supervision): ``"full"`` (every parameter, mean
+            squared error) or ``"rotation"`` (only the rotation angle of the target's linear part, loss
+            ``2 (1 - cos Δ)`` ≈ Δ² in radians, wrap-safe; families with a matrix).
+        theta_target_noise: standard deviation of Gaussian noise added to the target at every step (θ's
+            parameters for ``"full"``, the angle in radians for ``"rotation"``): a noisy annotation of each sample
+            (with distortions re-drawn every epoch a sample is seen once).
     """
 
     def __init__(
@@ -87,6 +101,8 @@ class ClassificationSystem(pl.LightningModule):
         figures_dir: str | Path | None = None,
         optimizer: str = "sgd",
         theta_loss_weight: float = 0.0,
+        theta_target: str = "full",
+        theta_target_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -103,7 +119,11 @@ class ClassificationSystem(pl.LightningModule):
         self.theta_log_every = theta_log_every
         self.image_log_every = image_log_every
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
+        if theta_target not in THETA_TARGETS:
+            raise ValueError(f"theta_target must be one of {', '.join(THETA_TARGETS)}, got {theta_target!r}")
         self.theta_loss_weight = theta_loss_weight
+        self.theta_target = theta_target
+        self.theta_target_noise = theta_target_noise
         self.val_error = torchmetrics.MeanMetric()
         self.test_error = torchmetrics.MeanMetric()
         self._preview: Tensor | None = None
@@ -131,8 +151,16 @@ class ClassificationSystem(pl.LightningModule):
         transformer = getattr(self.model, "transformer", None)
         if not isinstance(transformer, SpatialTransformer) or transformer.theta is None:
             raise ValueError("theta_loss_weight > 0 needs a model with one input transformer (model.transformer)")
-        target = transformer.family.inverse(true_theta.to(transformer.theta))
-        return F.mse_loss(transformer.theta, target)
+        theta, family = transformer.theta, transformer.family
+        target = family.inverse(true_theta.to(theta))
+        if self.theta_target == "rotation":
+            delta = rotation_angle(family.matrix(theta)) - rotation_angle(family.matrix(target))
+            if self.theta_target_noise:
+                delta = delta - self.theta_target_noise * torch.randn_like(delta)
+            return (2.0 * (1.0 - torch.cos(delta))).mean()
+        if self.theta_target_noise:
+            target = target + self.theta_target_noise * torch.randn_like(target)
+        return F.mse_loss(theta, target)
 
     # -- steps ---------------------------------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ def system_settings(cfg: DictConfig, figures_dir: Path) -> dict[str, Any]:
         "image_log_every": p.image_log_every,
         "figures_dir": figures_dir,
         "theta_loss_weight": cfg.optim.theta_loss_weight,
+        "theta_target": cfg.optim.theta_target,
+        "theta_target_noise": cfg.optim.theta_target_noise,
     }
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from stn_repro.config import (
     check,
     check_choice,
+    check_number,
     check_positive_int,
     check_transformer_family,
     check_val_size,
@@ -21,6 +22,7 @@ from stn_repro.data.distortions import DISTORTIONS
 from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models import MODEL_KINDS, build_matched_model
 from stn_repro.systems import ClassificationSystem
+from stn_repro.systems.classification import THETA_TARGETS
 from stn_repro.tasks.base import Task, options, schedule_deviations, system_settings
 from stn_repro.transformers import FAMILIES
 
@@ -40,6 +42,8 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int(cfg, "data.num_classes", minimum=2)
     check_val_size(cfg)
     check_positive_int(cfg, "profile.param_target")
+    check_choice(cfg, "optim.theta_target", THETA_TARGETS)
+    check_number(cfg, "optim.theta_target_noise", 0.0)
     weight = get_value(cfg, "optim.theta_loss_weight")
     if weight:
         family, distortion = get_value(cfg, "transformer.family"), get_value(cfg, "data.distortion")
@@ -108,8 +112,10 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     if cfg.optim.momentum:
         notes.append(f"SGD momentum {cfg.optim.momentum} (paper: plain SGD)")
     if cfg.optim.theta_loss_weight:
+        known = "its rotation angle" if cfg.optim.theta_target == "rotation" else "every parameter"
+        noise = f", target noise σ = {cfg.optim.theta_target_noise:g}" if cfg.optim.theta_target_noise else ""
         notes.append(
-            "transformer supervised: θ pulled towards the true inverse distortion, weight "
+            f"transformer supervised: θ pulled towards the true inverse distortion ({known}{noise}), weight "
             f"{cfg.optim.theta_loss_weight} (the paper trains it without supervision)"
         )
     if cfg.data.resample_every_epoch:
