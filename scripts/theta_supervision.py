@@ -2,10 +2,12 @@
 R and RTS, unsupervised (the paper), supervised towards the true inverse distortion, and weakly supervised (a noisy
 target, or only its rotation angle known); validation error along the same quick schedule.
 
-    python scripts/theta_supervision.py [--variants 0 1 1:full:0.2 1:rotation] [--iterations 1000] [--every 250]
+    python scripts/theta_supervision.py [--variants none optim.theta_loss_weight=1 ...] [--iterations 1000]
 
-A variant is ``weight[:target[:noise]]`` (``optim.theta_loss_weight``, ``optim.theta_target``,
-``optim.theta_target_noise``). Each run is a normal ``stn_repro.train.run`` (same data, seed, model and schedule;
+A variant is ``none`` (the paper's setting) or comma-separated overrides, e.g.
+``optim.theta_loss_weight=1,optim.theta_target=rotation`` (weak supervision: only the angle known),
+``optim.theta_loss_weight=1,optim.theta_target_noise=0.2`` (a noisy target) or ``model.theta_to_classifier=true``
+(θ fed forward, paper §3.4). Each run is a normal ``stn_repro.train.run`` (same data, seed, model and schedule;
 only those keys differ); the validation error every ``--every`` iterations is read back from the run's CSV log.
 """
 
@@ -23,6 +25,10 @@ from hydra import compose, initialize_config_dir
 from stn_repro.train import git_revision, quiet_lightning, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+W = "optim.theta_loss_weight=1"
+ROTATION = f"{W},optim.theta_target=rotation"
+VARIANTS = ("none", W, f"{W},optim.theta_target_noise=0.2", ROTATION, f"{ROTATION},optim.theta_target_noise=0.3",
+            "model.theta_to_classifier=true")  # fmt: skip
 
 
 def validation_curve(output_dir: Path) -> dict[int, float]:
@@ -39,7 +45,7 @@ def validation_curve(output_dir: Path) -> dict[int, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=["table1/st_cnn_aff_r", "table1/st_cnn_aff_rts"])
-    parser.add_argument("--variants", nargs="+", default=["0", "1", "1:full:0.2", "1:rotation", "1:rotation:0.3"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--data", default="data")
@@ -50,19 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for cell in args.cells:
             for variant in args.variants:
-                weight, target, noise = (variant.split(":") + ["full", "0"])[:3]
+                changes = [] if variant == "none" else variant.split(",")
                 overrides = [
-                    f"experiment={cell}", f"optim.theta_loss_weight={weight}", f"optim.theta_target={target}",
-                    f"optim.theta_target_noise={noise}", f"profile.iterations={args.iterations}",
+                    f"experiment={cell}", *changes, f"profile.iterations={args.iterations}",
                     f"profile.val_every={args.every}", f"paths.data={args.data}", f"paths.runs={scratch}/runs",
+                    f"paths.variants={scratch}/runs", f"paths.models={scratch}/models",
                     f"paths.checkpoints={scratch}/ckpt",
                 ]  # fmt: skip
                 with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                     cfg = compose("train", overrides=overrides)
                 cfg.suite = "theta_supervision"  # records stay in the scratch folder under their own suite name
-                output = Path(scratch) / f"{cell.replace('/', '-')}-{variant.replace(':', '-')}"
+                output = Path(scratch) / f"{cell.replace('/', '-')}-{len(rows)}"
                 record = run(cfg, output)
-                rows.append((cell, (float(weight), target, float(noise)), validation_curve(output), record))
+                rows.append((cell, variant, validation_curve(output), record))
     steps = sorted({step for _, _, curve, _ in rows for step in curve})
     source = rows[0][3].data
     lines = [
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{source['n_test']:,} test; distortions re-drawn every epoch). Weight 0 is the paper's unsupervised training; "
         "weight w adds w × MSE(θ, true inverse distortion) to the loss (target `full`), or w × 2(1 − cos Δ) of the "
         "rotation angles only (target `rotation`: only the rotation is known); noise σ: Gaussian noise on the target "
-        "(θ parameters, or the angle in radians), a noisy annotation of each sample. Validation error % after each "
+        "(θ parameters, or the angle in radians), a noisy annotation of each sample; `model.theta_to_classifier`: θ "
+        "also feeds the classifier's output layer. Validation error % after each "
         "number of iterations, the final test error, and the rotation spread after the transformer (53.6° on R, "
         "26.0° on RTS before it).",
         "",
@@ -83,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         + " | test err | rotation spread after |",
         "| --- | --- | --- | --- | " + " | ".join("---" for _ in steps) + " | --- | --- |",
     ]
-    for cell, (weight, target, noise), curve, record in rows:
+    for cell, variant, curve, record in rows:
         values = " | ".join(f"{curve[s]:.2f}" if s in curve else "—" for s in steps)
         test = f"{record.metrics['test/err']:.2f}" if record.metrics else "diverged"
         angle = record.metrics.get("pose/angle_sd_out") if record.metrics else None
         spread = "—" if angle is None else f"{angle:.1f}°"
-        known = target if weight else "—"
-        lines.append(f"| `{cell}` | {weight:g} | {known} | {noise:g} | {values} | {test} | {spread} |")
+        label = "none (the paper)" if variant == "none" else f"`{variant}`"
+        lines.append(f"| `{cell}` | {label} | {values} | {test} | {spread} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -50,15 +50,26 @@ HASH_EXCLUDED = (
     "trainer.strategy",
     "trainer.num_nodes",
 )
+#: Options added after records existed, with the value that reproduces the older behaviour: at that value a key is
+#: left out of the hash, so the records made before it stay current (any other value is hashed and an override).
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "optim.theta_target": "full",
+    "optim.theta_target_noise": 0.0,
+    "model.theta_to_classifier": False,
+}
 #: Also not an override: the seed is part of a run's identity, not a change to its cell.
 _NOT_OVERRIDES = ("seed",)
 
 
 def result_tree(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved configuration without the :data:`HASH_EXCLUDED` keys, as plain containers."""
+    """The resolved configuration without the :data:`HASH_EXCLUDED` keys and the keys at their
+    :data:`NEUTRAL_DEFAULTS`, as plain containers."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in HASH_EXCLUDED:
         _pop(tree, key)
+    for key, neutral in NEUTRAL_DEFAULTS.items():
+        if OmegaConf.select(cfg, key, default=_ABSENT) == neutral:
+            _pop(tree, key)
     return tree
 
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from stn_repro import reproduce
 from stn_repro.config import ConfigError, validate
-from stn_repro.models import STClassifier, build_matched_model, count_parameters
+from stn_repro.models import STClassifier, build_matched_model, build_model, count_parameters
 from stn_repro.results.records import find_record, load_records
 from stn_repro.systems import ClassificationSystem
 from stn_repro.train import config_hash, run
@@ -278,7 +278,67 @@ def test_supervised_theta_pulls_the_transformer_towards_the_true_inverse(tmp_pat
     assert system.theta_loss(generated["theta"]).item() > 1e-3
 
 
+def test_weak_theta_supervision_knows_only_the_rotation_or_a_noisy_target():
+    from stn_repro.data.distortions import get_distortion
+    from stn_repro.transformers import get_family
+
+    family = get_family("affine")
+    truth = get_distortion("RTS").generate(
+        torch.randint(0, 255, (64, 28, 28), dtype=torch.uint8), torch.arange(64), torch.Generator().manual_seed(0)
+    )["theta"]
+    model, _ = build_matched_model(20_000, kind="st_cnn", in_shape=(1, 42, 42), num_classes=10, family="affine")
+    rotation = ClassificationSystem(model, theta_loss_weight=1.0, theta_target="rotation")
+    inverse = family.inverse(truth)
+    rescaled = inverse.clone()
+    rescaled[:, [0, 1, 3, 4]] *= 1.7  # same rotation, another scale, another shift
+    rescaled[:, [2, 5]] += 0.3
+    model.transformer.theta = rescaled
+    assert rotation.theta_loss(truth).item() < 1e-10  # only the angle is supervised
+    assert ClassificationSystem(model, theta_loss_weight=1.0).theta_loss(truth).item() > 0.05  # full: every parameter
+    model.transformer.theta = family.identity(64)
+    assert rotation.theta_loss(truth).item() > 0.05
+    noisy = ClassificationSystem(model, theta_loss_weight=1.0, theta_target_noise=0.2)
+    model.transformer.theta = inverse
+    torch.manual_seed(0)
+    # at the true inverse the noisy loss is the noise's variance: unbiased in expectation, only noisier
+    assert noisy.theta_loss(truth).item() == pytest.approx(0.04, rel=0.15)
+    with pytest.raises(ValueError, match="theta_target must be one of full, rotation"):
+        ClassificationSystem(model, theta_target="scale")
+
+
+def test_a_bad_theta_target_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"optim\.theta_target='rotaton' .*expected one of full, rotation"):
+        validate(_compose("table1/st_cnn_aff_r", "optim.theta_loss_weight=1.0", "optim.theta_target=rotaton"))
+    with pytest.raises(ConfigError, match=r"optim\.theta_target_noise"):
+        validate(_compose("table1/st_cnn_aff_r", "optim.theta_target_noise=-1"))
+
+
 @pytest.mark.parametrize("cell", ["table1/st_cnn_tps_e", "table1/cnn_r", "addition/st2_fcn_aff"])
 def test_supervised_theta_needs_one_transformer_of_the_distortions_family(cell):
     with pytest.raises(ConfigError, match=r"optim\.theta_loss_weight"):
         validate(_compose(cell, "optim.theta_loss_weight=1.0"))
+
+
+@pytest.mark.parametrize("kind,in_shape", [("st_fcn", (1, 28, 28)), ("st_cnn", (1, 42, 42))])
+def test_theta_fed_forward_reaches_the_classifiers_output(kind, in_shape):
+    settings = dict(kind=kind, in_shape=in_shape, num_classes=10, family="affine", width=16, pool=2)
+    plain, fed = build_model(**settings), build_model(**settings, theta_to_classifier=True)
+    assert count_parameters(fed) - count_parameters(plain) == 6 * 10  # θ (6) into the 10-way output layer
+    fed.eval()
+    x = torch.rand(3, *in_shape)
+    theta = fed.transformer.localisation(x)
+    logits = fed(x)
+    logits.sum().backward()
+    output = fed.classifier.layers[-1] if kind == "st_fcn" else fed.classifier.output
+    assert output.weight.grad[:, -6:].abs().sum() > 0  # the θ columns of the output layer learn
+    with torch.no_grad():
+        output.weight[:, -6:] += 1.0
+        assert not torch.allclose(fed(x), logits)  # ... and move the logits
+    assert theta.shape == (3, 6)
+
+
+def test_theta_fed_forward_needs_one_input_transformer():
+    with pytest.raises(ValueError, match="theta_to_classifier needs a model with one input transformer"):
+        build_model("cnn", (1, 28, 28), 10, 16, theta_to_classifier=True)
+    with pytest.raises(ConfigError, match=r"model\.theta_to_classifier"):
+        validate(_compose("table1/cnn_r", "model.theta_to_classifier=true"))

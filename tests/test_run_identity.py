@@ -11,7 +11,7 @@ import pytest
 from stn_repro import evaluate
 from stn_repro.cli import check_arguments
 from stn_repro.config import ConfigError
-from stn_repro.identity import compose_config, protocol_overrides
+from stn_repro.identity import compose_config, config_hash, protocol_overrides
 from stn_repro.results.records import load_records
 from stn_repro.train import run
 from tests.test_pipeline import _tiny
@@ -163,3 +163,27 @@ def test_reproduce_config_errors_are_one_line(override, says, tmp_path, data_roo
     assert reproduce.main(["suite=smoke", *_paths(tmp_path, data_root), override]) == 2
     err = capsys.readouterr().err.strip()
     assert says in err and "\n" not in err and "Traceback" not in err
+
+
+def test_options_at_their_neutral_default_leave_the_hash_as_before():
+    from stn_repro.identity import NEUTRAL_DEFAULTS, config_hash, result_tree
+
+    cfg = compose_config(["experiment=table1/st_cnn_aff_r"])
+    tree = result_tree(cfg)
+    for key in NEUTRAL_DEFAULTS:
+        head, _, leaf = key.rpartition(".")
+        assert leaf not in tree[head]  # at the neutral value: not hashed
+    changed = compose_config(["experiment=table1/st_cnn_aff_r", "model.theta_to_classifier=true"])
+    assert config_hash(changed, "x") != config_hash(cfg, "x")
+    assert protocol_overrides(changed) == (["model.theta_to_classifier=true"], False)
+
+
+def test_the_committed_canonical_records_are_current():
+    """Every committed Table 1 / cluttered record is what reproduce would plan today: a config change that alters
+    their hashes (e.g. a new option) would silently orphan them."""
+    for suite in ("table1", "cluttered"):
+        records = load_records(REPO / "results" / "runs", suite)
+        assert len(records) == {"table1": 32, "cluttered": 4}[suite]
+        for record in records:
+            cfg = compose_config([f"experiment={suite}/{record.cell}", f"seed={record.seed}"])
+            assert config_hash(cfg, record.data["checksum"]) == record.config_hash, record.cell

@@ -32,6 +32,7 @@ def build_model(
     pool: int = 1,
     fcn_layers: int = 2,
     kernel_sizes: Sequence[int] = (9, 7),
+    theta_to_classifier: bool = False,
 ) -> nn.Module:
     """One classifier of the paper.
 
@@ -48,6 +49,7 @@ def build_model(
         pool: average-pool factor after the transformer (ST models only).
         fcn_layers: hidden layers of the FCN classifier.
         kernel_sizes: conv kernel sizes of the CNN classifier.
+        theta_to_classifier: ST models with one transformer: its θ also feeds the classifier's output layer.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
@@ -58,15 +60,18 @@ def build_model(
     classifier_shape = (in_shape[0] * copies, *in_shape[1:])
     if is_st and pool > 1:
         classifier_shape = (classifier_shape[0], in_shape[1] // pool, in_shape[2] // pool)
+    if theta_to_classifier and (not is_st or copies != 1):
+        raise ValueError(f"theta_to_classifier needs a model with one input transformer, not {kind!r}")
+    if is_st and family is None:
+        raise ValueError(f"model kind {kind!r} needs a transform family")
+    transform = get_family(family, **dict(family_options or {})) if is_st else None
+    extra = transform.num_params if theta_to_classifier else 0
     if kind.endswith("fcn"):
-        classifier: nn.Module = FCN(classifier_shape, num_classes, [width] * fcn_layers)
+        classifier: nn.Module = FCN(classifier_shape, num_classes, [width] * fcn_layers, extra)
     else:
-        classifier = CNN(classifier_shape, num_classes, [width] * len(kernel_sizes), kernel_sizes)
+        classifier = CNN(classifier_shape, num_classes, [width] * len(kernel_sizes), kernel_sizes, extra)
     if not is_st:
         return classifier
-    if family is None:
-        raise ValueError(f"model kind {kind!r} needs a transform family")
-    transform = get_family(family, **dict(family_options or {}))
     settings = dict(localisation or _default_localisation(kind))
     loc_kind = settings.pop("kind")
     if loc_kind not in LOCALISATION_KINDS:
@@ -76,7 +81,7 @@ def build_model(
         SpatialTransformer(builder(tuple(in_shape), transform, **settings), transform) for _ in range(copies)
     ]
     transformer = transformers[0] if copies == 1 else ParallelTransformers(transformers, concat=True)
-    return STClassifier(transformer, classifier, pool)
+    return STClassifier(transformer, classifier, pool, theta_to_classifier)
 
 
 def _default_localisation(kind: str) -> dict[str, Any]:

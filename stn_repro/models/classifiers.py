@@ -15,29 +15,35 @@ from torch import Tensor, nn
 
 
 class FCN(nn.Module):
-    """Fully connected classifier: ``hidden`` ReLU layers then a linear output.
+    """Fully connected classifier: ``hidden`` ReLU layers then a linear output, which also reads ``extra_features``
+    values per sample when given (e.g. the transformer's θ, paper §3.4).
 
-    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    Shapes: ``(B, C, H, W)`` [and ``extra`` ``(B, extra_features)``] → ``(B, num_classes)``.
     """
 
-    def __init__(self, in_shape: Sequence[int], num_classes: int, hidden: Sequence[int]) -> None:
+    def __init__(
+        self, in_shape: Sequence[int], num_classes: int, hidden: Sequence[int], extra_features: int = 0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(in_shape)
         for units in hidden:
             layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
             width = units
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(nn.Linear(width + extra_features, num_classes))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+    def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        if extra is None:
+            return self.layers(x)
+        return self.layers[-1](torch.cat([self.layers[:-1](x), extra], dim=1))
 
 
 class CNN(nn.Module):
     """Convolutional classifier: conv k₁×k₁ → max-pool 2 → conv k₂×k₂ → max-pool 2 → linear output.
 
-    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    Shapes: ``(B, C, H, W)`` [and ``extra`` ``(B, extra_features)``, read by the output layer] →
+    ``(B, num_classes)``.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class CNN(nn.Module):
         num_classes: int,
         channels: Sequence[int],
         kernel_sizes: Sequence[int] = (9, 7),
+        extra_features: int = 0,
     ) -> None:
         super().__init__()
         if len(channels) != len(kernel_sizes):
@@ -59,10 +66,11 @@ class CNN(nn.Module):
         self.features = nn.Sequential(*layers)
         with torch.no_grad():
             width = self.features(torch.zeros(1, *in_shape)).shape[1]
-        self.output = nn.Linear(width, num_classes)
+        self.output = nn.Linear(width + extra_features, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.output(self.features(x))
+    def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        features = self.features(x)
+        return self.output(features if extra is None else torch.cat([features, extra], dim=1))
 
 
 class STClassifier(nn.Module):
@@ -73,22 +81,31 @@ class STClassifier(nn.Module):
             concatenated outputs feed the classifier); its output feeds the classifier.
         classifier: maps the (pooled) transformer output to logits.
         pool: average-pool factor after the transformer (the paper uses 2 on RTS and TC against aliasing).
+        theta_to_classifier: also feed the regressed θ to the classifier's output layer (paper §3.4: "for some
+            tasks it may be useful to feed the output of the localisation network, θ, forward to the rest of the
+            network"); the classifier must take ``extra`` features of θ's size.
 
     Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``; :attr:`transformer.theta` holds the last θ.
     """
 
-    def __init__(self, transformer: nn.Module, classifier: nn.Module, pool: int = 1) -> None:
+    def __init__(
+        self, transformer: nn.Module, classifier: nn.Module, pool: int = 1, theta_to_classifier: bool = False
+    ) -> None:
         super().__init__()
         self.transformer = transformer
         self.pool = nn.AvgPool2d(pool) if pool > 1 else nn.Identity()
         self.classifier = classifier
+        self.theta_to_classifier = theta_to_classifier
 
     def transformed(self, x: Tensor) -> Tensor:
         """The classifier's input: the warped (and pooled) image."""
         return self.pool(self.transformer(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.transformed(x))
+        transformed = self.transformed(x)
+        if self.theta_to_classifier:
+            return self.classifier(transformed, self.transformer.theta)
+        return self.classifier(transformed)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -42,6 +42,15 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int(cfg, "data.num_classes", minimum=2)
     check_val_size(cfg)
     check_positive_int(cfg, "profile.param_target")
+    check(
+        get_value(cfg, "model.theta_to_classifier") in (False, True)
+        and not (
+            get_value(cfg, "model.theta_to_classifier") and get_value(cfg, "model.kind") not in ("st_fcn", "st_cnn")
+        ),
+        "model.theta_to_classifier",
+        get_value(cfg, "model.theta_to_classifier"),
+        "true or false; true only for st_fcn / st_cnn (one input transformer)",
+    )
     check_choice(cfg, "optim.theta_target", THETA_TARGETS)
     check_number(cfg, "optim.theta_target_noise", 0.0)
     weight = get_value(cfg, "optim.theta_loss_weight")
@@ -90,6 +99,7 @@ def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
         pool=cfg.data.pool,
         fcn_layers=cfg.model.fcn_layers,
         kernel_sizes=tuple(cfg.model.kernel_sizes),
+        theta_to_classifier=cfg.model.theta_to_classifier,
     )
     return model, f"width {width}"
 
@@ -118,6 +128,8 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
             f"transformer supervised: θ pulled towards the true inverse distortion ({known}{noise}), weight "
             f"{cfg.optim.theta_loss_weight} (the paper trains it without supervision)"
         )
+    if cfg.model.get("theta_to_classifier"):
+        notes.append("θ fed forward to the classifier's output layer (paper §3.4 mentions it; Table 1 does not use it)")
     if cfg.data.resample_every_epoch:
         notes.append("training distortions re-drawn every epoch from the same digits (the paper does not say)")
     return notes
