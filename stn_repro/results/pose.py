@@ -23,6 +23,7 @@ from torch import Tensor
 
 from stn_repro.data.modules import TensorBatches
 from stn_repro.transformers import SpatialTransformer, get_family
+from stn_repro.transformers.grids import rotation_angle
 
 POSE_DISTORTIONS = ("R", "RTS")
 ANGLE_EDGES = [float(a) for a in range(-180, 181, 10)]  # degrees; the residual angle lies in (-180, 180]
@@ -45,8 +46,7 @@ def rotation_and_scale(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """``(angle in degrees, log scale)`` ``(B,)`` of the linear part of affine maps ``(B, 3, 3)`` (or ``(B, 2, 3)``):
     the rotation of its nearest similarity and the log of ``sqrt(|det|)``."""
     linear = matrix[:, :2, :2].double()
-    angle = torch.atan2(linear[:, 1, 0] - linear[:, 0, 1], linear[:, 0, 0] + linear[:, 1, 1])
-    return torch.rad2deg(angle), 0.5 * torch.log(torch.linalg.det(linear).abs().clamp_min(1e-12))
+    return torch.rad2deg(rotation_angle(linear)), 0.5 * torch.log(torch.linalg.det(linear).abs().clamp_min(1e-12))
 
 
 def digit_centre(matrix: Tensor) -> Tensor:

@@ -19,13 +19,9 @@ from torchvision.utils import make_grid, save_image
 
 from stn_repro.transformers import SpatialTransformer, TransformFamily, split_localisation_parameters
 from stn_repro.transformers.families import MatrixFamily
+from stn_repro.transformers.grids import rotation_angle
 
 OPTIMIZERS = ("sgd", "rmsprop")
-
-
-def rotation_angle(matrix: Tensor) -> Tensor:
-    """``(B,)`` radians: the rotation of the similarity nearest to the linear part of maps ``(B, 2|3, 3)``."""
-    return torch.atan2(matrix[:, 1, 0] - matrix[:, 0, 1], matrix[:, 0, 0] + matrix[:, 1, 1])
 
 
 def theta_statistics(theta: Tensor, family: TransformFamily) -> dict[str, Tensor]:

@@ -42,15 +42,9 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int(cfg, "data.num_classes", minimum=2)
     check_val_size(cfg)
     check_positive_int(cfg, "profile.param_target")
-    check(
-        get_value(cfg, "model.theta_to_classifier") in (False, True)
-        and not (
-            get_value(cfg, "model.theta_to_classifier") and get_value(cfg, "model.kind") not in ("st_fcn", "st_cnn")
-        ),
-        "model.theta_to_classifier",
-        get_value(cfg, "model.theta_to_classifier"),
-        "true or false; true only for st_fcn / st_cnn (one input transformer)",
-    )
+    fed = get_value(cfg, "model.theta_to_classifier")
+    allowed = (False, True) if get_value(cfg, "model.kind") in ("st_fcn", "st_cnn") else (False,)
+    check(fed in allowed, "model.theta_to_classifier", fed, "true or false; true only for st_fcn / st_cnn")
     check_choice(cfg, "optim.theta_target", THETA_TARGETS)
     check_number(cfg, "optim.theta_target_noise", 0.0)
     weight = get_value(cfg, "optim.theta_loss_weight")

@@ -43,6 +43,11 @@ def apply_affine(theta: Tensor, points: Tensor) -> Tensor:
     return _homogeneous(points) @ theta.transpose(1, 2)
 
 
+def rotation_angle(matrix: Tensor) -> Tensor:
+    """``(B,)`` radians: the rotation of the similarity nearest to the linear part of maps ``(B, 2|3, 3)``."""
+    return torch.atan2(matrix[:, 1, 0] - matrix[:, 0, 1], matrix[:, 0, 0] + matrix[:, 1, 1])
+
+
 def safe_denominator(w: Tensor, eps: float = PROJECTIVE_EPS) -> Tensor:
     """``w`` with magnitudes below ``eps`` replaced by ``±eps`` (sign kept, zero counted positive)."""
     return torch.where(w.abs() < eps, torch.where(w < 0, -eps, eps), w)
