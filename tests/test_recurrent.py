@@ -110,7 +110,7 @@ def test_the_rnn_spn_emits_one_theta_per_step_and_classifies_the_glimpses_they_p
     assert not torch.allclose(model(images), logits)
 
 
-def test_the_localisation_parameter_group_holds_the_recurrent_net_and_the_optimiser_can_be_rmsprop():
+def test_the_localisation_parameter_group_holds_the_recurrent_net_and_the_optimiser_can_be_rmsprop_or_adam():
     model = _rnn_spn()
     system = ClassificationSystem(model, lr=0.1, loc_lr_mult=0.5, optimizer="rmsprop")
     optimiser = system.configure_optimizers()["optimizer"]
@@ -120,8 +120,10 @@ def test_the_localisation_parameter_group_holds_the_recurrent_net_and_the_optimi
     gru = set(map(id, model.transformers.localisation.gru.parameters()))
     assert gru <= set(map(id, localisation["params"])) and not gru & set(map(id, other["params"]))
     assert isinstance(ClassificationSystem(model).configure_optimizers()["optimizer"], torch.optim.SGD)
+    adam = ClassificationSystem(model, lr=0.1, loc_lr_mult=0.5, optimizer="adam").configure_optimizers()["optimizer"]
+    assert isinstance(adam, torch.optim.Adam) and [g["lr"] for g in adam.param_groups] == pytest.approx([0.1, 0.05])
     with pytest.raises(ValueError, match="optimizer"):
-        ClassificationSystem(model, optimizer="adam")
+        ClassificationSystem(model, optimizer="adamw")
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -21,7 +21,7 @@ from stn_repro.transformers import SpatialTransformer, TransformFamily, split_lo
 from stn_repro.transformers.families import MatrixFamily
 from stn_repro.transformers.grids import rotation_angle
 
-OPTIMIZERS = ("sgd", "rmsprop")
+OPTIMIZERS = ("sgd", "rmsprop", "adam")
 
 
 def theta_statistics(theta: Tensor, family: TransformFamily) -> dict[str, Tensor]:
@@ -62,7 +62,8 @@ class ClassificationSystem(pl.LightningModule):
             θ statistics; a transformer on the input (``model.transformer``) also gets input/transformed grids.
         lr: base learning rate.
         momentum, weight_decay: optimiser settings (paper: SGD with 0 and 0).
-        optimizer: ``"sgd"`` (the paper's) or ``"rmsprop"`` (Sønderby et al.'s; Lasagne's smoothing 0.9, eps 1e-6).
+        optimizer: ``"sgd"`` (the paper's), ``"rmsprop"`` (Sønderby et al.'s; Lasagne's smoothing 0.9, eps 1e-6) or
+            ``"adam"`` (torch defaults; ``momentum`` is not used).
         loc_lr_mult: learning-rate multiplier of the localisation nets (paper: 1 on MNIST, 0.1 on SVHN).
         lr_step_every: multiply the learning rate by ``lr_gamma`` every this many iterations (paper: 50k).
         lr_gamma: the step factor (paper: 0.1).
@@ -233,6 +234,8 @@ class ClassificationSystem(pl.LightningModule):
             optimiser = torch.optim.RMSprop(
                 groups, lr=self.lr, alpha=0.9, eps=1e-6, momentum=self.momentum, weight_decay=self.weight_decay
             )
+        elif self.optimizer == "adam":
+            optimiser = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
         else:
             optimiser = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.lr_factor)
