@@ -34,7 +34,7 @@ from stn_repro.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CELLS = list(OmegaConf.load(CONF / "suites" / "colocalisation.yaml").cells)
-TINY_EMBEDDING = {"channels": [4, 8], "hidden": 16, "iterations": 3, "batch_size": 8}
+TINY_EMBEDDING = {"width": 4, "iterations": 3, "batch_size": 8}
 
 
 pytestmark = pytest.mark.usefixtures("offline")
@@ -94,9 +94,25 @@ def test_class_balanced_batches_and_the_chosen_set():
     assert all(torch.bincount(y).tolist() == [3] * 10 for _, y in batches)
 
 
+def test_the_embedding_descriptors_are_the_table1_cnns_three_layers_or_its_probabilities():
+    torch.manual_seed(0)
+    images = torch.rand(5, 1, 28, 28)
+    paper = EmbeddingCNN(4, "activations")
+    logits = paper(images)
+    activations = paper.embed(images)
+    assert activations.shape == (5, 4 * 14 * 14 + 4 * 7 * 7 + 10)  # conv 9x9 -> pool, conv 7x7 -> pool, logits
+    assert torch.allclose(activations[:, -10:], logits)
+    paper.descriptor = "activations_unit"
+    assert torch.allclose(paper.embed(images), activations / activations.norm(dim=1, keepdim=True))
+    paper.descriptor = "probabilities"
+    assert torch.allclose(paper.embed(images), logits.softmax(1))
+    with pytest.raises(ValueError, match="descriptor"):
+        EmbeddingCNN(4, "pixels")
+
+
 def test_a_samples_loss_reaches_only_its_own_class_transformer():
     torch.manual_seed(0)
-    model = ColocalisationModel((1, 42, 42), EmbeddingCNN((4, 8), 16), num_classes=3, init_weight_std=0.1)
+    model = ColocalisationModel((1, 42, 42), EmbeddingCNN(4), num_classes=3, init_weight_std=0.1)
     system = ColocalisationSystem(model, margin=100.0)  # a large margin keeps every hinge active
     canvases, labels = torch.rand(6, 1, 42, 42), torch.tensor([0, 0, 1, 1, 2, 2])
     _, per_sample = system.triplet_loss(canvases, labels)
@@ -124,10 +140,13 @@ def test_embedding_cnn_is_cached_and_a_corrupt_file_is_rebuilt(tmp_path):
     lines.clear()
     third = load_or_train_embedding_cnn(tmp_path, "abc", images, labels, TINY_EMBEDDING, lines.append)
     assert "unreadable" in lines[0] and "rebuilding" in lines[0]
-    assert torch.equal(third.classifier.weight, first.classifier.weight)  # deterministic training
+    assert torch.equal(third.net.output.weight, first.net.output.weight)  # deterministic training
     lines.clear()
-    load_or_train_embedding_cnn(tmp_path, "abc", images, labels, TINY_EMBEDDING, lines.append)
-    assert lines == [f"embedding CNN: cache hit: {path}"]
+    fourth = load_or_train_embedding_cnn(
+        tmp_path, "abc", images, labels, {**TINY_EMBEDDING, "descriptor": "probabilities"}, lines.append
+    )
+    assert lines == [f"embedding CNN: cache hit: {path}"]  # the descriptor reads the same weights
+    assert fourth.descriptor == "probabilities" and first.descriptor == "activations_unit"
     assert embedding_cache_path(tmp_path, "other digits", EMBEDDING_DEFAULTS) != embedding_cache_path(
         tmp_path, "abc", EMBEDDING_DEFAULTS
     )
@@ -146,7 +165,8 @@ def test_every_config_composes_and_validates(cell):
 @pytest.mark.parametrize(
     "override, key",
     [("profile.batch_size=25", "profile.batch_size"), ("transformer.family=affine", "transformer.family"),
-     ("data.per_class=1", "data.per_class"), ("model.embedding.channels=[4]", "model.embedding.channels")],
+     ("data.per_class=1", "data.per_class"), ("model.embedding.width=0", "model.embedding.width"),
+     ("model.embedding.descriptor=pixels", "model.embedding.descriptor")],
 )  # fmt: skip
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -157,7 +177,7 @@ def test_both_cells_run_record_per_digit_metrics_and_build_the_table(tmp_path):
     for cell in CELLS:
         cfg = _compose(
             cell, "profile.iterations=2", "profile.val_every=2", "profile.batch_size=20", "data.per_class=4",
-            "data.source=bundled", "model.embedding.iterations=3", "model.embedding.channels=[4,8]",
+            "data.source=bundled", "model.embedding.iterations=3", "model.embedding.width=4",
             f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}",
             f"paths.variants={tmp_path / 'runs'}", f"paths.models={tmp_path / 'models'}",
             f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.results={tmp_path / 'results'}",

@@ -1,10 +1,16 @@
 """Co-localisation (appendix A.2): one attention transformer per digit class and a frozen MNIST embedding CNN.
 
-* :class:`EmbeddingCNN`: the "pre-trained MNIST CNN" whose features ``e(·)`` the triplet loss compares. The paper
-  gives neither its architecture nor which layer it uses; ours is conv 32@5×5 → max-pool 2 → conv 64@5×5 →
-  max-pool 2 → FC ``hidden`` (ReLU) → FC 10, and ``e(·)`` is its softmax output, the class probabilities (a guess:
-  their squared distances lie in ``[0, 2]``, so the paper's margin of 1 is commensurate with them; with the hidden
-  layer's unnormalised features our transformers zoomed out of the canvas in short trials).
+* :class:`EmbeddingCNN`: the "pre-trained MNIST CNN" whose features ``e(·)`` the triplet loss compares: the
+  Table 1 CNN (conv 9×9 → max-pool 2 → conv 7×7 → max-pool 2 → FC 10, :class:`~stn_repro.models.classifiers.CNN`),
+  as the paper says. ``descriptor`` chooses ``e(·)``:
+
+  - ``"activations"``: the paper's, the two hidden layers' activations and the logits (before the softmax)
+    concatenated;
+  - ``"activations_unit"``: the same vector scaled to unit length (our default: squared distances in ``[0, 4]``,
+    commensurate with the margin of 1; unscaled, a blank crop has a lower loss than the digit's crop, see
+    ``results/colocalisation_landscape.md``);
+  - ``"probabilities"``: the softmax class probabilities (this project's earlier choice).
+
   It is trained here on the plain 28×28 training digits (:func:`train_embedding_cnn`) and cached by
   :func:`load_or_train_embedding_cnn` under ``<data root>/cache/`` keyed by the digits' checksum and its settings.
 * :class:`ColocalisationModel`: ``num_classes`` independent attention transformers (scale + translation, 28×28
@@ -32,43 +38,53 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stn_repro.data.errors import one_line
+from stn_repro.models.classifiers import CNN
 from stn_repro.transformers import AttentionFamily, SpatialTransformer, conv_localisation
 from stn_repro.utils import atomic_path
 
 CROP_SIZE = 28
-EMBEDDING_FORMAT_VERSION = 1
+EMBEDDING_FORMAT_VERSION = 2
+DESCRIPTORS = ("activations", "activations_unit", "probabilities")
 EMBEDDING_DEFAULTS: dict[str, Any] = {
-    "channels": [32, 64],
-    "hidden": 128,
-    "iterations": 400,
+    "width": 40,  # the Table 1 CNN's width at the quick profile's 100k parameters
+    "iterations": 1000,
     "batch_size": 64,
-    "lr": 0.05,
+    "lr": 0.01,
     "momentum": 0.9,
     "seed": 0,
 }
 
 
 class EmbeddingCNN(nn.Module):
-    """MNIST classifier ``(B, 1, 28, 28) → (B, 10)`` logits; :meth:`embed` gives its class probabilities ``(B, 10)``.
+    """The Table 1 MNIST CNN ``(B, 1, 28, 28) → (B, 10)`` logits; :meth:`embed` gives the descriptor ``e(·)``.
 
     No batch norm or dropout, so its output does not depend on train/eval mode.
+
+    Args:
+        width: channels of both conv layers.
+        descriptor: one of :data:`DESCRIPTORS` (see the module docstring).
     """
 
-    def __init__(self, channels: Sequence[int] = (32, 64), hidden: int = 128, num_classes: int = 10) -> None:
+    def __init__(self, width: int = 40, descriptor: str = "activations_unit", num_classes: int = 10) -> None:
         super().__init__()
-        c1, c2 = channels
-        self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(c2 * 4 * 4, hidden), nn.ReLU(),
-        )  # fmt: skip
-        self.classifier = nn.Linear(hidden, num_classes)
+        if descriptor not in DESCRIPTORS:
+            raise ValueError(f"unknown embedding descriptor {descriptor!r}; expected one of {DESCRIPTORS}")
+        self.net = CNN((1, CROP_SIZE, CROP_SIZE), num_classes, [width, width], (9, 7))
+        self.descriptor = descriptor
 
     def embed(self, images: Tensor) -> Tensor:
-        """Embeddings ``e(·)`` ``(B, 10)`` (softmax probabilities) of 28×28 images ``(B, 1, 28, 28)``."""
-        return self(images).softmax(1)
+        """Descriptors ``e(·)`` ``(B, D)`` of 28×28 images ``(B, 1, 28, 28)``."""
+        layers = self.net.features  # conv, ReLU, pool, conv, ReLU, pool, flatten
+        first = layers[:3](images)
+        second = layers[3:6](first)
+        logits = self.net.output(layers[6](second))
+        if self.descriptor == "probabilities":
+            return logits.softmax(1)
+        activations = torch.cat([first.flatten(1), second.flatten(1), logits], dim=1)
+        return F.normalize(activations, dim=1) if self.descriptor == "activations_unit" else activations
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.classifier(self.features(images))
+        return self.net(images)
 
 
 def train_embedding_cnn(
@@ -82,7 +98,7 @@ def train_embedding_cnn(
     generator = torch.Generator().manual_seed(int(settings["seed"]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
-        net = EmbeddingCNN(settings["channels"], settings["hidden"])
+        net = EmbeddingCNN(settings["width"])
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)[:, None]
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     optimiser = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=settings["momentum"])
@@ -117,23 +133,25 @@ def load_or_train_embedding_cnn(
     settings: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> EmbeddingCNN:
-    """The embedding CNN of these training digits and settings: from the cache, or trained and cached.
+    """The embedding CNN of these training digits and settings (:data:`EMBEDDING_DEFAULTS`' keys and
+    ``descriptor``): from the cache, or trained and cached; the descriptor does not change the weights.
 
     A cache file that cannot be loaded (corrupt, truncated, other architecture) is reported in one log line and
     replaced; files are written atomically and read with ``torch.load(weights_only=True)``.
     """
     settings = {**EMBEDDING_DEFAULTS, **(settings or {})}
-    settings["channels"] = list(settings["channels"])
+    descriptor = settings.pop("descriptor", "activations_unit")
     path = embedding_cache_path(root, source_checksum, settings)
     if path.exists():
         try:
-            net = EmbeddingCNN(settings["channels"], settings["hidden"])
+            net = EmbeddingCNN(settings["width"], descriptor)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             log(f"embedding CNN: cache hit: {path}")
             return net
         except Exception as error:  # any unreadable file is rebuilt, never used
             log(f"embedding CNN: cache file {path} is unreadable ({one_line(error)}); rebuilding")
     net = train_embedding_cnn(images, labels, settings, log)
+    net.descriptor = descriptor
     with atomic_path(path) as tmp:
         torch.save(net.state_dict(), tmp)
     return net

@@ -12,8 +12,9 @@ class's images only (:class:`~stn_repro.models.colocalisation.ColocalisationMode
 paper's ST-CNN shape on the canvas max-pooled ×``model.localisation.downsample`` (our choice; the paper does not
 describe it). Each transformer starts as the centred crop of half-side ``model.init_scale`` (0.5: a 42 px crop of
 the 84 px canvas, 1.5× the digit frame, so that most digits overlap it at the start; our choice).
-Embeddings: a small MNIST CNN trained here on the plain training digits (``model.embedding``), cached under
-``<data root>/cache/``. Loss, metrics and figure: :mod:`stn_repro.systems.colocalisation`.
+Embeddings: the Table 1 CNN trained here on the plain training digits (``model.embedding``), cached under
+``<data root>/cache/``; its descriptor is chosen by ``model.embedding.descriptor``. Loss, metrics and figure:
+:mod:`stn_repro.systems.colocalisation`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from stn_repro.data.cache import load_or_build
 from stn_repro.data.distortions import GENERATION_CHUNK, generate, split_seed
 from stn_repro.data.modules import DistortedMNISTDataModule, EpochBatches
 from stn_repro.data.sources import DIGITS, NUM_CLASSES, SOURCES
-from stn_repro.models.colocalisation import ColocalisationModel, load_or_train_embedding_cnn
+from stn_repro.models.colocalisation import DESCRIPTORS, ColocalisationModel, load_or_train_embedding_cnn
 from stn_repro.systems.colocalisation import ColocalisationSystem
 from stn_repro.tasks.base import Task, check_no_theta_supervision, options, system_settings
 
@@ -171,13 +172,11 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "model.init_scale", 0.0, strict=True)
     check_number(cfg, "model.init_weight_std", 0.0)
     check_number(cfg, "model.margin", 0.0)
-    for key in ("iterations", "batch_size", "hidden", "seed"):
+    for key in ("iterations", "batch_size", "width", "seed"):
         check_positive_int(cfg, f"model.embedding.{key}", minimum=0 if key == "seed" else 1)
     check_number(cfg, "model.embedding.lr", 0.0, strict=True)
     check_number(cfg, "model.embedding.momentum", 0.0)
-    channels = get_value(cfg, "model.embedding.channels")
-    check(len(channels) == 2 and all(isinstance(c, int) and c > 0 for c in channels), "model.embedding.channels",
-          channels, "two positive channel counts")  # fmt: skip
+    check_choice(cfg, "model.embedding.descriptor", DESCRIPTORS)
 
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
@@ -218,6 +217,14 @@ def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> C
     return ColocalisationSystem(model, **system_settings(cfg, figures_dir), margin=cfg.model.margin)
 
 
+DESCRIPTOR_NOTES = {
+    "activations": "e(.) = its two hidden layers' activations and logits concatenated (the paper's)",
+    "activations_unit": "e(.) = its two hidden layers' activations and logits concatenated, scaled to unit length "
+    "(paper: unscaled)",
+    "probabilities": "e(.) = its softmax class probabilities (paper: the activations of its three layers)",
+}
+
+
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
     d, m, p = cfg.data, cfg.model, cfg.profile
     notes = []
@@ -229,10 +236,9 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         f"schedule (not given by the paper): {p.iterations:,} iterations of {p.batch_size // NUM_CLASSES} images per "
         f"class, SGD lr {cfg.optim.lr * cfg.optim.loc_lr_mult:g} momentum {cfg.optim.momentum:g}, x{p.lr_gamma} "
         f"every {p.lr_step_every:,}",
-        f"embedding CNN (not given by the paper): conv {m.embedding.channels[0]}@5-pool-conv "
-        f"{m.embedding.channels[1]}@5-pool-FC {m.embedding.hidden}-FC 10, e(.) = its softmax class probabilities, "
-        f"trained {m.embedding.iterations} iterations on the plain training digits (the sets' digits "
-        "included)",
+        f"embedding: the Table 1 CNN (width {m.embedding.width}) trained {m.embedding.iterations} iterations on the "
+        f"plain training digits (the sets' digits included; the paper's training is not given); "
+        + DESCRIPTOR_NOTES[m.embedding.descriptor],
         f"localisation net (not given by the paper): {options(m.localisation)}; start: centred crop of half-side "
         f"{m.init_scale:g} (normalised)",
         "10 per-class transformers trained jointly in class-balanced batches (same gradients as 10 separate runs); "
