@@ -20,6 +20,11 @@ def test_wilson_interval_matches_scipy(errors, n):
     assert low == pytest.approx(100 * ci.low, abs=1e-9) and high == pytest.approx(100 * ci.high, abs=1e-9)
 
 
+def test_wilson_interval_ends_exactly_at_0_and_100_percent():
+    # 0 errors of 1,000 once gave a low end of 2e-17 %: a mean of 0 outside its own interval broke the error bars
+    assert wilson_interval(0, 1000)[0] == 0.0 and wilson_interval(1000, 1000)[1] == 100.0
+
+
 @pytest.mark.parametrize("b,c", [(0, 0), (3, 0), (10, 12), (40, 10), (1, 30), (250, 260)])
 def test_exact_mcnemar_matches_scipys_binomial_test(b, c):
     a = np.array([True] * b + [False] * c + [True] * 5 + [False] * 7)  # 5 both wrong, 7 both right

@@ -25,7 +25,9 @@ def wilson_interval(errors: int, n: int, z: float = Z95) -> tuple[float, float]:
     p = errors / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+    low = 0.0 if errors == 0 else max(0.0, centre - half)  # exact ends: 0 errors give 0 (not 2e-17), n give 1
+    high = 1.0 if errors == n else min(1.0, centre + half)
+    return 100.0 * low, 100.0 * high
 
 
 def mcnemar_p(wrong_a: np.ndarray, wrong_b: np.ndarray) -> tuple[float, int, int]:
