@@ -71,7 +71,7 @@ def test_claim_verdicts_follow_the_paired_test():
     assert by_text["CNN beats FCN on RTS"].verdict == "means only"
     assert by_text["ST-CNN Aff beats CNN on RTS"].verdict == "not run"
     assert by_text["ST-FCN Aff reaches the CNN on RTS"].verdict == "means only"
-    assert len(claims.comparisons()) == len(by_text)
+    assert len(claims.comparisons()) + len(claims.appendix_comparisons()) == len(by_text)
 
 
 def test_claims_file_and_table_intervals(tmp_path):
@@ -181,3 +181,70 @@ def test_variants_of_a_contradicted_claim_are_listed_under_it(tmp_path):
     section = text.split("## Variants measured for the claims that do not hold here")[1]
     assert "| ST-CNN on TC | `profile.iterations=2000` | 8.0 [" in section and "FCN on R" not in section
     assert "## Variants" not in claims.write_claims(records, tmp_path).read_text()
+
+
+def _appendix_record(suite, table, row, err_rate, rng):
+    wrong = np.zeros(DATA["n_test"], bool)
+    wrong[rng.choice(len(wrong), int(round(err_rate * len(wrong))), replace=False)] = True
+    cell = row.lower().replace(" ", "_").replace("-", "_").replace("(", "").replace(")", "")
+    return make(suite=suite, cell=cell, table=table, row=row, column=None, err=100 * wrong.mean(),
+                outcomes=pack_outcomes(wrong))  # fmt: skip
+
+
+def test_appendix_claims_are_paired_tests_on_their_own_tables(tmp_path):
+    rng = np.random.default_rng(4)
+    records = [
+        _appendix_record("addition", claims.ADDITION, "CNN", 0.15, rng),
+        _appendix_record("addition", claims.ADDITION, "2xST-FCN Aff", 0.08, rng),  # far better: holds
+        _appendix_record("addition", claims.ADDITION, "FCN", 0.10, rng),  # better than the CNN: contradicted
+        _appendix_record("mnist3d", claims.MNIST3D, "3D ST-CNN", 0.30, rng),
+        _appendix_record("mnist3d", claims.MNIST3D, "CNN (depth-flattened input)", 0.30, rng),
+        _record("CNN", "RTS", 0.10, rng=rng),  # a Table 1 CNN is not addition's CNN
+    ]
+    by_text = {c.text: c for c in claims.check_claims(records)}
+    assert by_text["2xST-FCN Aff beats the CNN on addition"].verdict == "holds"
+    assert by_text["2xST-FCN Aff beats the CNN on addition"].paper == (9.0, 14.7)
+    assert by_text["CNN beats the FCN on addition"].verdict == "contradicted"
+    assert by_text["CNN beats the FCN on addition"].ours == pytest.approx((15.0, 10.0))
+    assert by_text["2xST-FCN TPS beats the CNN on addition"].verdict == "not run"
+    volume = by_text["3D ST-CNN beats the CNN on the depth-flattened volume"]
+    assert volume.verdict in ("holds, not significant", "not shown") and volume.paper == (None, None)
+    assert by_text["RNN-SPN beats CNN + SPN (per digit)"].verdict == "not run"
+    text = claims.write_claims(records, tmp_path).read_text()
+    appendix = text[text.index("## Appendix experiments") :]
+    assert "| A.1 | 2xST-FCN Aff beats the CNN on addition | 8.00 / 15.00 | 9 / 14.7 |" in appendix
+    assert "appendix: " in text.splitlines()[4] and "1 holds" in text.splitlines()[4].split("appendix: ")[1]
+
+
+@pytest.mark.parametrize(
+    "worst, verdict", [(95.0, "holds"), (90.0, "holds"), (85.0, "not shown"), (70.0, "contradicted")]
+)
+def test_colocalisation_claims_need_every_digit_at_the_threshold(worst, verdict):
+    per_digit = {f"test/localised_d{k}": 100.0 for k in range(10)}
+    per_digit["test/localised_d3"] = worst  # 100 images per digit: 85% has a Wilson interval reaching 90%
+    record = make(suite="colocalisation", cell="t", table=claims.COLOCALISATION, row="T (translated, 84x84)",
+                  column=None, metrics={**per_digit, "test/localised": 99.0})  # fmt: skip
+    t, tc = claims.check_localisation([record])
+    assert (t.dataset, t.threshold, t.verdict) == ("T", 90.0, verdict)
+    assert t.worst[:2] == (3, worst) and t.worst[2] <= worst <= t.worst[3]
+    assert tc.verdict == "not run"
+
+
+def test_the_command_line_reads_every_claim_suite_of_the_runs_folder(tmp_path, capsys):
+    from stn_repro.results.records import write_record
+
+    rng = np.random.default_rng(5)
+    per_digit = {f"test/localised_d{k}": 95.0 for k in range(10)}
+    for record in (
+        _record("FCN", "RTS", 0.30, rng=rng),
+        _appendix_record("mnist3d", claims.MNIST3D, "3D ST-CNN", 0.20, rng),
+        _appendix_record("mnist3d", claims.MNIST3D, "CNN (depth-flattened input)", 0.40, rng),
+        make(suite="colocalisation", cell="t", table=claims.COLOCALISATION, row="T (translated, 84x84)",
+             column=None, metrics={**per_digit, "test/localised": 95.0}),
+    ):  # fmt: skip
+        write_record(tmp_path / "runs", record)
+    assert claims.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "claims.md").read_text()
+    assert "| A.3 | 3D ST-CNN beats the CNN on the depth-flattened volume | 20.00 / 40.00 |" in text
+    assert "| T | every digit ≥ 90% localised | 100% of every digit | 95 95 95" in text
+    assert text.count("| holds |") == 2  # the 3D claim and T; every Table 1 claim but FCN's lacks a partner

@@ -1,4 +1,5 @@
-"""The paper's qualitative claims about Table 1 and cluttered MNIST, checked against run records.
+"""The paper's qualitative claims about Table 1, cluttered MNIST and the appendix experiments, checked against run
+records.
 
 ``write_claims(records, out)`` writes ``<out>/claims.md``: one row per comparison ("A has lower error than B"), with
 both models' test errors (ours and the paper's), the images only A / only B got wrong, the exact McNemar p-value
@@ -18,6 +19,12 @@ Claim 6 (the transformed digits come out in a standard upright pose) is measured
 ``pose/*`` metrics (:mod:`stn_repro.results.pose`): it ``holds`` for a model when its transformer at least halves the
 spread of the digits' rotation (and, on RTS, of their log scale) over the test set, else ``not shown``; ``not
 measured`` for records without the metrics.
+
+The appendix claims (:func:`appendix_comparisons`) are paired comparisons of the same kind: MNIST addition
+(2×ST-FCN < CNN < FCN, ST-FCN < FCN), the 3D transformer (3D ST-CNN < CNN on the depth-flattened volume) and the
+recurrent STN (RNN-SPN < CNN+SPN < CNN, per-digit error); co-localisation's are thresholds
+(:func:`check_localisation`): every digit localised at least as often as the paper's worst digit (T: 90% against the
+paper's 100%, TC: 75%), ``contradicted`` when a digit's 95% Wilson interval lies wholly below it.
 
 Command line: ``python -m stn_repro.results.claims --runs results/runs --out results [--profile quick]``.
 """
@@ -42,9 +49,21 @@ from stn_repro.utils import atomic_path
 
 ALPHA = 0.05
 TABLE1, CLUTTERED = "table1_distorted_mnist", "translated_cluttered_mnist"
+ADDITION, MNIST3D, RECURRENT = "table4_mnist_addition", "mnist_3d", "recurrent_stn_mnist_sequences"
+COLOCALISATION = "co_localisation"
+#: The suites whose records the claims read (results/runs/<suite>/).
+CLAIM_SUITES = ("table1", "cluttered", "addition", "colocalisation", "mnist3d", "rnn_spn")
+#: An appendix model's claim name: the dataset in place of Table 1's distortion.
+APPENDIX_DATASETS = {ADDITION: "addition", MNIST3D: "3D", RECURRENT: "sequences"}
+#: Co-localisation thresholds (% of a digit's images localised): (cell row, dataset, threshold, the paper's words).
+LOCALISATION_CLAIMS = (
+    ("T (translated, 84x84)", "T", 90.0, "100% of every digit"),
+    ("TC (translated + 16 clutter patches)", "TC", 75.0, "75-93% depending on the digit"),
+)
 DISTORTIONS = ("R", "RTS", "P", "E")
 FAMILIES = ("Aff", "Proj", "TPS")
-#: What a model is called in the claims: (table row, distortion); cluttered MNIST's column is "TC".
+#: What a model is called in the claims: (table row, distortion); cluttered MNIST's column is "TC", an appendix
+#: model's is its :data:`APPENDIX_DATASETS` name.
 Model = tuple[str, str]
 
 
@@ -60,6 +79,18 @@ class Pose:
     angle: tuple[float, float] | None
     log_scale: tuple[float, float] | None
     shift: tuple[float, float] | None  # where the digit's centre lies (reported, not part of the verdict)
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Localisation:
+    """A co-localisation claim: every digit of a set localised at least ``threshold`` % of the time."""
+
+    dataset: str
+    threshold: float
+    paper: str
+    per_digit: tuple[float, ...] | None  # % localised of digits 0..9 (seed 0's record, or the lowest seed's)
+    worst: tuple[int, float, float, float] | None  # (digit, %, Wilson low, Wilson high)
     verdict: str
 
 
@@ -126,13 +157,60 @@ def comparisons() -> list[tuple[str, str, Model, Model, str]]:
     return out
 
 
+def appendix_comparisons() -> list[tuple[str, str, Model, Model, str]]:
+    """``(claim, text, A, B, kind)`` of the appendix experiments' paired claims (A.1 addition, A.3 3D, recurrent)."""
+    add, volume, sequences = (APPENDIX_DATASETS[t] for t in (ADDITION, MNIST3D, RECURRENT))
+    out = [("A.1", f"2xST-FCN {f} beats the CNN on addition", (f"2xST-FCN {f}", add), ("CNN", add), "lower")
+           for f in FAMILIES]  # fmt: skip
+    out.append(("A.1", "CNN beats the FCN on addition", ("CNN", add), ("FCN", add), "lower"))
+    out += [("A.1", f"ST-FCN {f} beats the FCN on addition", (f"ST-FCN {f}", add), ("FCN", add), "lower")
+            for f in FAMILIES]  # fmt: skip
+    out.append(
+        ("A.3", "3D ST-CNN beats the CNN on the depth-flattened volume", ("3D ST-CNN", volume),
+         ("CNN (depth-flattened input)", volume), "lower")
+    )  # fmt: skip
+    for a, b in (("RNN-SPN", "CNN + SPN"), ("CNN + SPN", "CNN")):
+        out.append(("RNN", f"{a} beats {b} (per digit)", (a, sequences), (b, sequences), "lower"))
+    return out
+
+
 def check_claims(records: Sequence[RunRecord]) -> list[Comparison]:
-    """Every comparison of :func:`comparisons` evaluated on ``records`` (finished ones of Table 1 and cluttered)."""
+    """Every comparison of :func:`comparisons` and :func:`appendix_comparisons` evaluated on ``records``."""
     runs: dict[Model, dict[int, RunRecord]] = {}
     for record in records:
-        if record.status == "finished" and record.table in (TABLE1, CLUTTERED):
+        if record.status != "finished":
+            continue
+        if record.table in (TABLE1, CLUTTERED):
             runs.setdefault((record.row, record.column or "TC"), {})[record.seed] = record
-    return [_compare(claim, text, a, b, kind, runs) for claim, text, a, b, kind in comparisons()]
+        elif record.table in APPENDIX_DATASETS:
+            runs.setdefault((record.row, APPENDIX_DATASETS[record.table]), {})[record.seed] = record
+    claims = (*comparisons(), *appendix_comparisons())
+    return [_compare(claim, text, a, b, kind, runs) for claim, text, a, b, kind in claims]
+
+
+def check_localisation(records: Sequence[RunRecord]) -> list[Localisation]:
+    """The co-localisation claims (:data:`LOCALISATION_CLAIMS`) on seed 0's record of each set (or the lowest
+    seed's); the Wilson interval of the worst digit is over its images (``data.per_class``, 100)."""
+    first: dict[str, RunRecord] = {}
+    for record in sorted(records, key=lambda r: r.seed):
+        if record.status == "finished" and record.table == COLOCALISATION:
+            first.setdefault(record.row, record)
+    out = []
+    for row, dataset, threshold, paper in LOCALISATION_CLAIMS:
+        record = first.get(row)
+        if record is None:
+            out.append(Localisation(dataset, threshold, paper, None, None, "not run"))
+            continue
+        per_digit = tuple(record.metrics[f"test/localised_d{k}"] for k in range(10))
+        digit = min(range(10), key=lambda k: per_digit[k])
+        n = record.data["n_test"] // 10
+        low, high = wilson_interval(round(per_digit[digit] * n / 100), n)
+        if per_digit[digit] >= threshold:
+            verdict = "holds"
+        else:
+            verdict = "contradicted" if high < threshold else "not shown"
+        out.append(Localisation(dataset, threshold, paper, per_digit, (digit, per_digit[digit], low, high), verdict))
+    return out
 
 
 def check_poses(records: Sequence[RunRecord]) -> list[Pose]:
@@ -172,7 +250,7 @@ def write_claims(records: Sequence[RunRecord], out_dir: str | Path, evidence: Se
     poses = check_poses(records)
     plot_poses(records, Path(out_dir) / "figures" / POSE_FIGURE)
     path = Path(out_dir) / "claims.md"
-    text = _markdown(results, poses, records) + _evidence(results, poses, evidence)
+    text = _markdown(results, poses, check_localisation(records), records) + _evidence(results, poses, evidence)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
@@ -191,7 +269,10 @@ def _st_rows(base: str, distortion: str) -> list[str]:
 
 def _paper(model: Model) -> float | None:
     row, column = model
+    appendix = {dataset: table for table, dataset in APPENDIX_DATASETS.items()}
     try:
+        if column in appendix:
+            return paper_value(appendix[column], row, None)
         return paper_value(CLUTTERED, row, None) if column == "TC" else paper_value(TABLE1, row, column)
     except KeyError:
         return None
@@ -230,26 +311,16 @@ def paired_difference(only_a: int, only_b: int, n: int) -> tuple[float, float]:
     return 100.0 * d, 100.0 * 1.959964 * math.sqrt(variance)
 
 
-def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Sequence[RunRecord]) -> str:
-    profiles = sorted({r.profile for r in records})
-    sources = sorted({r.data["source"] for r in records})
-    newest = max((r.created for r in records), default="—")
-    lines = [
-        "# The paper's claims on Table 1 and cluttered MNIST, checked",
-        "",
-        f"From {len(records)} run records (profile {', '.join(profiles) or '—'}; data {', '.join(sources) or '—'}; "
-        f"newest {newest}). Test error %, ours (mean over seeds) / the paper's; `only A / only B`: test images "
-        "only A / only B got wrong (the seeds both ran, pooled); A − B: the difference in error points on those "
-        "images with its 95% interval; p: exact McNemar test over those images. Verdicts "
-        f"(α = {ALPHA}): see `stn_repro/results/claims.py`.",
-        "",
-        f"**Summary:** claims 1–5: {summary_line(results)}; claim 6: {summary_line(poses)}.",
-        "",
-    ]
-    if any(s == "bundled" for s in sources):
-        lines.append("- Data: the bundled 5,000-digit sample, NOT full MNIST (its test error is optimistic).")
+APPENDIX_CLAIMS = ("A.1", "A.3", "RNN")
+
+
+def is_appendix(result: Comparison) -> bool:
+    return result.claim in APPENDIX_CLAIMS
+
+
+def _comparison_rows(results: Sequence[Comparison]) -> list[str]:
     header = "| claim | comparison (A vs B) | ours A / B | paper A / B | only A / only B | A − B (95%) | p | verdict |"
-    lines += ["", f"{header} why not |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"{header} why not |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ours = " / ".join("—" if v is None else f"{v:.2f}" for v in r.ours)
         paper = " / ".join("—" if v is None else f"{v:g}" for v in r.paper)
@@ -257,6 +328,36 @@ def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Seq
         p = "—" if r.p is None else (f"{r.p:.2g}" if r.p >= 1e-4 else "< 1e-4")
         diff = "—" if r.difference is None else f"{r.difference[0]:+.1f} ± {r.difference[1]:.1f}"
         lines.append(f"| {r.claim} | {r.text} | {ours} | {paper} | {disc} | {diff} | {p} | {r.verdict} | {r.why} |")
+    return lines
+
+
+def _markdown(
+    results: Sequence[Comparison],
+    poses: Sequence[Pose],
+    localisation: Sequence[Localisation],
+    records: Sequence[RunRecord],
+) -> str:
+    profiles = sorted({r.profile for r in records})
+    sources = sorted({r.data["source"] for r in records})
+    newest = max((r.created for r in records), default="—")
+    table1 = [r for r in results if not is_appendix(r)]
+    appendix = [r for r in results if is_appendix(r)]
+    lines = [
+        "# The paper's claims, checked",
+        "",
+        f"From {len(records)} run records (profile {', '.join(profiles) or '—'}; data {', '.join(sources) or '—'}; "
+        f"newest {newest}). Test error %, ours (mean over seeds) / the paper's; `only A / only B`: test images "
+        "only A / only B got wrong (the seeds both ran, pooled); A − B: the difference in error points on those "
+        "images with its 95% interval; p: exact McNemar test over those images. Verdicts "
+        f"(α = {ALPHA}): see `stn_repro/results/claims.py`.",
+        "",
+        f"**Summary:** claims 1–5 (Table 1, cluttered MNIST): {summary_line(table1)}; claim 6: "
+        f"{summary_line(poses)}; appendix: {summary_line([*appendix, *localisation])}.",
+        "",
+    ]
+    if any(s == "bundled" for s in sources):
+        lines.append("- Data: the bundled 5,000-digit sample, NOT full MNIST (its test error is optimistic).")
+    lines += ["", *_comparison_rows(table1)]
     lines += [
         "",
         "## Claim 6: the transformed digits come out in a standard upright pose",
@@ -277,7 +378,39 @@ def _markdown(results: Sequence[Comparison], poses: Sequence[Pose], records: Seq
         scale = "—" if pose.log_scale is None else f"{pose.log_scale[0]:.3f} → {pose.log_scale[1]:.3f}"
         shift = "—" if pose.shift is None else f"{pose.shift[0]:.3f} → {pose.shift[1]:.3f}"
         lines.append(f"| {pose.model[0]} on {pose.model[1]} | {angle} | {scale} | {shift} | {pose.verdict} |")
+    lines += [
+        "",
+        "## Appendix experiments",
+        "",
+        "MNIST addition (A.1, Table 4), the 3D transformer (A.3; the paper gives no number) and the recurrent STN "
+        "(Sønderby et al., per-digit error), as above; the records of `results/runs/{addition,mnist3d,rnn_spn}`. "
+        "`not run`: no canonical record of the current code and protocol is committed.",
+        "",
+        *_comparison_rows(appendix),
+        "",
+        "Co-localisation (A.2): % of each digit's 100 images whose crop has IoU > 0.5 with the digit's frame; the "
+        "claim holds when the worst digit reaches the threshold and is contradicted when its 95% Wilson interval "
+        "lies wholly below it. Why it fails here, measured: `results/colocalisation_landscape.md`.",
+        "",
+        "| set | claim | paper | ours, per digit 0–9 | worst digit [95%] | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for claim in localisation:
+        digits = "—" if claim.per_digit is None else " ".join(f"{v:.0f}" for v in claim.per_digit)
+        worst = "—"
+        if claim.worst is not None:
+            digit, value, low, high = claim.worst
+            worst = f"{digit}: {value:.0f} [{low:.0f}, {high:.0f}]"
+        lines.append(
+            f"| {claim.dataset} | every digit ≥ {claim.threshold:g}% localised | {claim.paper} | {digits} | {worst} "
+            f"| {claim.verdict} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def load_claimed(runs_root: str | Path) -> list[RunRecord]:
+    """Every record of the :data:`CLAIM_SUITES` under ``runs_root`` (``results/runs``)."""
+    return [r for suite in CLAIM_SUITES for r in load_records(runs_root, suite)]
 
 
 def load_evidence(root: str | Path) -> list[RunRecord]:
@@ -325,13 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--evidence", type=Path, default=Path("results/evidence"), help="variant records to list")
     args = parser.parse_args(argv)
     try:
-        records = [r for suite in ("table1", "cluttered") for r in load_records(args.runs, suite)]
+        records = load_claimed(args.runs)
     except RecordError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     records = [r for r in records if r.profile == args.profile]
     if not records:
-        print(f"error: no {args.profile!r} records of table1 / cluttered in {args.runs}", file=sys.stderr)
+        print(f"error: no {args.profile!r} records of {', '.join(CLAIM_SUITES)} in {args.runs}", file=sys.stderr)
         return 2
     try:
         evidence = load_evidence(args.evidence)
