@@ -39,11 +39,9 @@ from stn_repro.models.cub import PretrainedWeightsError
 from stn_repro.progress import indented
 from stn_repro.results.claims import (
     CLAIM_SUITES,
-    check_claims,
-    check_poses,
+    claims_summary,
     load_claimed,
     load_evidence,
-    summary_line,
     write_claims,
 )
 from stn_repro.results.records import RecordError, RunRecord, find_record
@@ -257,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             claimed = [r for r in load_claimed(cfg.paths.runs) if r.profile == cfg.profile.name]
             results_dir = Path(cfg.paths.results)
             path = write_claims(claimed, results_dir, load_evidence(results_dir / "evidence"))
-            poses = summary_line(check_poses(claimed))
-            print(f"claims of the paper: {summary_line(check_claims(claimed))}; claim 6: {poses} -> {path}", flush=True)
+            print(f"claims of the paper: {claims_summary(claimed)} -> {path}", flush=True)
     except (ConfigError, DataError, PretrainedWeightsError, RecordError, TableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

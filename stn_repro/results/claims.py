@@ -256,7 +256,22 @@ def write_claims(records: Sequence[RunRecord], out_dir: str | Path, evidence: Se
     return path
 
 
-def summary_line(results: Sequence[Comparison | Pose]) -> str:
+def summary(results: Sequence[Comparison], poses: Sequence[Pose], localisation: Sequence[Localisation]) -> str:
+    """The verdict counts of claims 1–5, claim 6 and the appendix claims, in one line."""
+    table1 = [r for r in results if not is_appendix(r)]
+    appendix = [*(r for r in results if is_appendix(r)), *localisation]
+    return (
+        f"claims 1–5 (Table 1, cluttered MNIST): {summary_line(table1)}; claim 6: {summary_line(poses)}; "
+        f"appendix: {summary_line(appendix)}"
+    )
+
+
+def claims_summary(records: Sequence[RunRecord]) -> str:
+    """:func:`summary` of ``records``."""
+    return summary(check_claims(records), check_poses(records), check_localisation(records))
+
+
+def summary_line(results: Sequence[Comparison | Pose | Localisation]) -> str:
     counts: dict[str, int] = {}
     for result in results:
         counts[result.verdict] = counts.get(result.verdict, 0) + 1
@@ -351,8 +366,7 @@ def _markdown(
         "images with its 95% interval; p: exact McNemar test over those images. Verdicts "
         f"(α = {ALPHA}): see `stn_repro/results/claims.py`.",
         "",
-        f"**Summary:** claims 1–5 (Table 1, cluttered MNIST): {summary_line(table1)}; claim 6: "
-        f"{summary_line(poses)}; appendix: {summary_line([*appendix, *localisation])}.",
+        f"**Summary:** {summary(results, poses, localisation)}.",
         "",
     ]
     if any(s == "bundled" for s in sources):
@@ -472,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     path = write_claims(records, args.out, evidence)
-    print(f"claims: {summary_line(check_claims(records))}; claim 6: {summary_line(check_poses(records))} -> {path}")
+    print(f"{claims_summary(records)} -> {path}")
     return 0
 
 
