@@ -31,6 +31,7 @@ from stn_repro.systems.colocalisation import (
 )
 from stn_repro.tasks.colocalisation import ClassBalancedBatches, choose_per_class
 from stn_repro.train import run
+from stn_repro.transformers import AttentionFamily, sample
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CELLS = list(OmegaConf.load(CONF / "suites" / "colocalisation.yaml").cells)
@@ -193,3 +194,22 @@ def test_both_cells_run_record_per_digit_metrics_and_build_the_table(tmp_path):
     assert paths["markdown"].name == "table_colocalisation.md" and "localised % (IoU > 0.5)" in text
     assert "| T (translated, 84x84) | 100 / " in text and "TC (translated + 16 clutter patches)" in text
     assert "test/localised_d9" in text
+
+
+def test_the_landscapes_true_frame_placement_crops_exactly_the_placed_digit():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "colocalisation_landscape.py"
+    spec = importlib.util.spec_from_file_location("colocalisation_landscape", path)
+    landscape = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(landscape)
+    digit = torch.rand(1, 1, 28, 28)
+    canvas = torch.zeros(1, 1, 84, 84)
+    canvas[..., 10:38, 40:68] = digit  # frame x in [40, 68), y in [10, 38)
+    centre = torch.tensor([[(40 + 68) / 84 - 1, (10 + 38) / 84 - 1]])
+    scale = torch.full((1, 1), 28 / 84)
+    theta = landscape.PLACEMENTS["true frame"](centre, scale)
+    crop = sample(canvas, AttentionFamily().grid(theta, (28, 28)))
+    assert torch.allclose(crop, digit, atol=1e-5)
+    blank = landscape.PLACEMENTS["blank (outside the canvas)"](centre, scale)
+    assert sample(canvas, AttentionFamily().grid(blank, (28, 28))).abs().max() == 0
