@@ -150,7 +150,7 @@ def test_every_cell_composes_and_validates_with_both_profiles(cell):
         ("rnn_spn/cnn_spn", "model.loc_channels=[]", "model.loc_channels"),
         ("rnn_spn/cnn", "transformer=affine", "transformer.family"),
         ("rnn_spn/rnn_spn", "data.distortion=TC", "data.distortion"),
-        ("rnn_spn/rnn_spn", "optim.name=adam", "optim.name"),
+        ("rnn_spn/rnn_spn", "optim.name=adamw", "optim.name"),
     ],
 )
 def test_bad_values_name_their_key(cell, override, key):
