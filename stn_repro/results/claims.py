@@ -55,6 +55,7 @@ COLOCALISATION = "co_localisation"
 CLAIM_SUITES = ("table1", "cluttered", "addition", "colocalisation", "mnist3d", "rnn_spn")
 #: An appendix model's claim name: the dataset in place of Table 1's distortion.
 APPENDIX_DATASETS = {ADDITION: "addition", MNIST3D: "3D", RECURRENT: "sequences"}
+APPENDIX_TABLES = {dataset: table for table, dataset in APPENDIX_DATASETS.items()}
 #: Co-localisation thresholds (% of a digit's images localised): (cell row, dataset, threshold, the paper's words).
 LOCALISATION_CLAIMS = (
     ("T (translated, 84x84)", "T", 90.0, "100% of every digit"),
@@ -284,10 +285,9 @@ def _st_rows(base: str, distortion: str) -> list[str]:
 
 def _paper(model: Model) -> float | None:
     row, column = model
-    appendix = {dataset: table for table, dataset in APPENDIX_DATASETS.items()}
     try:
-        if column in appendix:
-            return paper_value(appendix[column], row, None)
+        if column in APPENDIX_TABLES:
+            return paper_value(APPENDIX_TABLES[column], row, None)
         return paper_value(CLUTTERED, row, None) if column == "TC" else paper_value(TABLE1, row, column)
     except KeyError:
         return None

@@ -9,9 +9,10 @@ ground truth (no validation set).
 
 Model: one attention transformer (scale + translation, 28×28 output) per class, trained jointly, each on its own
 class's images only (:class:`~stn_repro.models.colocalisation.ColocalisationModel`); localisation net: the
-paper's ST-CNN shape on the canvas max-pooled ×``model.localisation.downsample`` (our choice; the paper does not
-describe it). Each transformer starts as the centred crop of half-side ``model.init_scale`` (0.5: a 42 px crop of
-the 84 px canvas, 1.5× the digit frame, so that most digits overlap it at the start; our choice).
+paper's ST-CNN shape on the canvas max-pooled ×``model.localisation.downsample`` (our choice; the paper's is
+conv 8@9×9 stride 4 → max-pool 2 → FC 8 → FC 8 → FC 3). Each transformer starts as the centred crop of half-side
+``model.init_scale`` (0.5: a 42 px crop of the 84 px canvas, 1.5× the digit frame, so that most digits overlap it
+at the start; our choice).
 Embeddings: the Table 1 CNN trained here on the plain training digits (``model.embedding``), cached under
 ``<data root>/cache/``; its descriptor is chosen by ``model.embedding.descriptor``. Loss, metrics and figure:
 :mod:`stn_repro.systems.colocalisation`.
@@ -239,8 +240,8 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         f"embedding: the Table 1 CNN (width {m.embedding.width}) trained {m.embedding.iterations} iterations on the "
         f"plain training digits (the sets' digits included; the paper's training is not given); "
         + DESCRIPTOR_NOTES[m.embedding.descriptor],
-        f"localisation net (not given by the paper): {options(m.localisation)}; start: centred crop of half-side "
-        f"{m.init_scale:g} (normalised)",
+        f"localisation net (paper: conv 8@9x9 stride 4-pool-FC 8-FC 8): {options(m.localisation)}; start: centred "
+        f"crop of half-side {m.init_scale:g} (normalised)",
         "10 per-class transformers trained jointly in class-balanced batches (same gradients as 10 separate runs); "
         "positive = the next image of the same class in the batch, negative = a uniformly placed 28x28 crop",
         "true box = the digit's 28x28 placement frame (IoU with the ink box: test/localised_ink)",
