@@ -178,9 +178,9 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
     return plan
 
 
-def run_suite(plan: SuitePlan, overrides: list[str]) -> tuple[int, list[RunRecord]]:
+def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
     """Run a planned suite (one Hydra multirun) and tabulate its records; returns the multirun's exit status (1 when
-    a run did not finish) and the records."""
+    a run did not finish)."""
     cells = list(plan.configs)
     cfg = plan.configs[cells[0]]
     seeds = list(cfg.profile.seeds)
@@ -214,7 +214,7 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> tuple[int, list[RunRecor
     if status != 0 or len(records) < total:
         print(f"error: {total - len(records)} of the {total} runs of suite {plan.name} did not finish (exit code "
               f"{status}); finished runs are kept, re-run the same command to resume", file=sys.stderr)  # fmt: skip
-    return status or int(len(records) < total), records
+    return status or int(len(records) < total)
 
 
 def _sweep_dir(suite: str, overrides: list[str]) -> Path:
@@ -247,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {error}", file=sys.stderr, flush=True)
                 status = 2
         for plan in plans:
-            suite_status, _ = run_suite(plan, overrides)
-            status = max(status, suite_status)
+            status = max(status, run_suite(plan, overrides))
         claiming = [plan for plan in plans if plan.canonical and plan.name in CLAIM_SUITES]
         if claiming:  # every claim suite's canonical records of this profile, not only those of this call
             cfg = claiming[0].configs[next(iter(claiming[0].configs))]

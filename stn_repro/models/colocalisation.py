@@ -45,6 +45,7 @@ from stn_repro.utils import atomic_path
 CROP_SIZE = 28
 EMBEDDING_FORMAT_VERSION = 2
 DESCRIPTORS = ("activations", "activations_unit", "probabilities")
+DEFAULT_DESCRIPTOR = "activations_unit"
 EMBEDDING_DEFAULTS: dict[str, Any] = {
     "width": 40,  # the Table 1 CNN's width at the quick profile's 100k parameters
     "iterations": 1000,
@@ -65,7 +66,7 @@ class EmbeddingCNN(nn.Module):
         descriptor: one of :data:`DESCRIPTORS` (see the module docstring).
     """
 
-    def __init__(self, width: int = 40, descriptor: str = "activations_unit", num_classes: int = 10) -> None:
+    def __init__(self, width: int = 40, descriptor: str = DEFAULT_DESCRIPTOR, num_classes: int = 10) -> None:
         super().__init__()
         if descriptor not in DESCRIPTORS:
             raise ValueError(f"unknown embedding descriptor {descriptor!r}; expected one of {DESCRIPTORS}")
@@ -140,7 +141,7 @@ def load_or_train_embedding_cnn(
     replaced; files are written atomically and read with ``torch.load(weights_only=True)``.
     """
     settings = {**EMBEDDING_DEFAULTS, **(settings or {})}
-    descriptor = settings.pop("descriptor", "activations_unit")
+    descriptor = settings.pop("descriptor", DEFAULT_DESCRIPTOR)
     path = embedding_cache_path(root, source_checksum, settings)
     if path.exists():
         try:

@@ -175,16 +175,22 @@ def appendix_comparisons() -> list[tuple[str, str, Model, Model, str]]:
     return out
 
 
+def model_of(record: RunRecord) -> Model | None:
+    """The claims' name of a record's model (see :data:`Model`); ``None`` for a table no claim reads."""
+    if record.table in (TABLE1, CLUTTERED):
+        return (record.row, record.column or "TC")
+    if record.table in APPENDIX_DATASETS:
+        return (record.row, APPENDIX_DATASETS[record.table])
+    return None
+
+
 def check_claims(records: Sequence[RunRecord]) -> list[Comparison]:
     """Every comparison of :func:`comparisons` and :func:`appendix_comparisons` evaluated on ``records``."""
     runs: dict[Model, dict[int, RunRecord]] = {}
     for record in records:
-        if record.status != "finished":
-            continue
-        if record.table in (TABLE1, CLUTTERED):
-            runs.setdefault((record.row, record.column or "TC"), {})[record.seed] = record
-        elif record.table in APPENDIX_DATASETS:
-            runs.setdefault((record.row, APPENDIX_DATASETS[record.table]), {})[record.seed] = record
+        model = model_of(record)
+        if record.status == "finished" and model is not None:
+            runs.setdefault(model, {})[record.seed] = record
     claims = (*comparisons(), *appendix_comparisons())
     return [_compare(claim, text, a, b, kind, runs) for claim, text, a, b, kind in claims]
 
@@ -246,7 +252,7 @@ def write_claims(records: Sequence[RunRecord], out_dir: str | Path, evidence: Se
     """Write ``<out_dir>/claims.md`` and ``<out_dir>/figures/claim6_pose.png`` (atomically) from ``records``;
     returns the path of ``claims.md``. ``evidence``: variant records of the same cells (``results/evidence/``: longer
     schedules, other settings) listed under the claims that do not hold, so the table says what was measured."""
-    evidenced = {(r.row, r.column or "TC") for r in evidence if r.status == "finished"}
+    evidenced = {model_of(r) for r in evidence if r.status == "finished"}
     results = [replace(r, has_evidence=bool({r.a, r.b} & evidenced)) for r in check_claims(records)]
     poses = check_poses(records)
     plot_poses(records, Path(out_dir) / "figures" / POSE_FIGURE)
@@ -437,7 +443,7 @@ def _evidence(results: Sequence[Comparison], poses: Sequence[Pose], evidence: Se
     what each variant changed and what it measured."""
     open_models = {m for r in results if r.verdict in ("contradicted", "not shown") for m in (r.a, r.b)}
     open_models |= {p.model for p in poses if p.verdict == "not shown"}
-    shown = [r for r in evidence if r.status == "finished" and (r.row, r.column or "TC") in open_models]
+    shown = [r for r in evidence if r.status == "finished" and model_of(r) in open_models]
     if not shown:
         return ""
     lines = [
@@ -451,14 +457,14 @@ def _evidence(results: Sequence[Comparison], poses: Sequence[Pose], evidence: Se
         "| model | overrides | test err % [95%] | rotation spread | train time | git |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(shown, key=lambda r: (r.column or "TC", r.row, r.iterations, r.config_hash)):
+    for r in sorted(shown, key=lambda r: (model_of(r)[1], r.row, r.iterations, r.config_hash)):
         err = r.metrics["test/err"]
         low, high = wilson_interval(round(err * r.data["n_test"] / 100), r.data["n_test"])
         m = r.metrics
         angle = f"{m['pose/angle_sd_in']:.1f}° → {m['pose/angle_sd_out']:.1f}°" if "pose/angle_sd_out" in m else "—"
         overrides = ", ".join(f"`{o}`" for o in r.overrides) or "—"
         lines.append(
-            f"| {r.row} on {r.column or 'TC'} | {overrides} | {err:.1f} [{low:.1f}, {high:.1f}] | {angle} "
+            f"| {r.row} on {model_of(r)[1]} | {overrides} | {err:.1f} [{low:.1f}, {high:.1f}] | {angle} "
             f"| {r.wall_time_s:.0f} s | {r.git_revision} |"
         )
     return "\n".join(lines) + "\n"
