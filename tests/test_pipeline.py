@@ -85,6 +85,20 @@ def test_every_experiment_composes_validates_and_matches_the_parameter_target(ce
         assert len(model.transformer.transformers) == 2 and model.classifier.layers[1].in_features == 4 * 21 * 21
 
 
+@pytest.mark.parametrize("cell", SUITES["addition"])
+def test_addition_profile_states_its_optimiser_and_localisation_rate(cell):
+    from stn_repro.tasks import mnist
+
+    cfg = _compose(cell, "profile=addition_quick")
+    validate(cfg)
+    notes = mnist.deviations(cfg, {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9})
+    assert "optimiser adam, lr 0.001 (paper: plain SGD)" in notes
+    assert not any("momentum" in n for n in notes)  # Adam ignores optim.momentum: no note may claim it
+    is_st = cfg.model.kind != "fcn" and cfg.model.kind != "cnn"
+    assert ("localisation nets at 0.1x the base learning rate (paper: the base rate)" in notes) == is_st
+    assert cfg.model.param_target == 400_000 and cfg.profile.iterations == (1500 if cfg.model.kind == "cnn" else 16000)
+
+
 @pytest.mark.parametrize("cell", MNIST_CELLS)
 def test_every_experiment_trains_validates_and_tests_on_cpu(cell, tmp_path, data_root):
     """The full run path (data, model, system, trainer, record) for two training steps of every cell."""

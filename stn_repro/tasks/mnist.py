@@ -113,8 +113,13 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         notes.append(f"{sizes['val']:,} training samples held out for validation (the paper does not say)")
     notes += schedule_deviations(cfg, "mnist")
     notes.append(f"models sized to ~{cfg.model.param_target:,} parameters (the paper matches counts; 400k is a guess)")
-    if cfg.optim.momentum:
-        notes.append(f"SGD momentum {cfg.optim.momentum} (paper: plain SGD)")
+    o = cfg.optim
+    if o.name != "sgd":
+        notes.append(f"optimiser {o.name}, lr {o.lr:g} (paper: plain SGD)")
+    elif o.momentum:
+        notes.append(f"SGD momentum {o.momentum} (paper: plain SGD)")
+    if o.loc_lr_mult != 1.0 and cfg.model.kind.startswith(("st_", "st2_")):
+        notes.append(f"localisation nets at {o.loc_lr_mult:g}x the base learning rate (paper: the base rate)")
     if cfg.optim.theta_loss_weight:
         known = "its rotation angle" if cfg.optim.theta_target == "rotation" else "every parameter"
         noise = f", target noise σ = {cfg.optim.theta_target_noise:g}" if cfg.optim.theta_target_noise else ""
