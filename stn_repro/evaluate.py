@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -75,8 +76,18 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def evaluate(run: Path, overrides: Sequence[str] = ()) -> tuple[dict[str, float], Path]:
-    """Test ``run`` (see :func:`locate`) after ``overrides``; returns its metrics and the evaluation record's path.
+class LoadedRun(NamedTuple):
+    """A finished run rebuilt: its configuration, its data module (set up), its model with the trained weights."""
+
+    cfg: DictConfig
+    data: pl.LightningDataModule
+    model: torch.nn.Module
+    folder: Path  # the model folder (where evaluations are recorded)
+    weights: Path  # the weights file or checkpoint read
+
+
+def load_run(run: Path, overrides: Sequence[str] = ()) -> LoadedRun:
+    """Rebuild ``run`` (see :func:`locate`) after ``overrides``: configuration, data and trained model.
 
     Raises:
         ConfigError: no such run, a bad override, or data the model cannot take (the message says which).
@@ -101,7 +112,16 @@ def evaluate(run: Path, overrides: Sequence[str] = ()) -> tuple[dict[str, float]
             f"the model of {folder.name} does not fit data {cfg.data.name} (input {shape}): "
             f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}"
         ) from None
-    system = task.system(cfg, model, data, None)
+    return LoadedRun(cfg, data, model, folder, weights_file)
+
+
+def evaluate(run: Path, overrides: Sequence[str] = ()) -> tuple[dict[str, float], Path]:
+    """Test ``run`` (see :func:`locate`) after ``overrides``; returns its metrics and the evaluation record's path.
+
+    Raises: as :func:`load_run`.
+    """
+    cfg, data, model, folder, weights_file = load_run(run, overrides)
+    system = get_task(cfg).system(cfg, model, data, None)
     accelerator = cfg.trainer.accelerator if cfg.trainer.accelerator != "gpu" or torch.cuda.is_available() else "cpu"
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
