@@ -1,6 +1,8 @@
 """Uncertainty and paired tests: Wilson intervals and McNemar p-values against scipy, per-sample outcomes in
 records, intervals in the tables, and the claims table's verdicts."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -248,3 +250,23 @@ def test_the_command_line_reads_every_claim_suite_of_the_runs_folder(tmp_path, c
     assert "| A.3 | 3D ST-CNN beats the CNN on the depth-flattened volume | 20.00 / 40.00 |" in text
     assert "| T | every digit ≥ 90% localised | 100% of every digit | 95 95 95" in text
     assert text.count("| holds |") == 2  # the 3D claim and T; every Table 1 claim but FCN's lacks a partner
+
+
+def test_evidence_of_an_appendix_cell_is_read_and_listed_under_its_claim(tmp_path):
+    from stn_repro.results.records import write_record
+
+    rng = np.random.default_rng(5)
+    records = [
+        _appendix_record("addition", claims.ADDITION, "CNN", 0.80, rng),
+        _appendix_record("addition", claims.ADDITION, "FCN", 0.70, rng),  # better than the CNN: contradicted
+    ]
+    longer = replace(_appendix_record("addition", claims.ADDITION, "CNN", 0.40, rng), canonical=False,
+                     overrides=["profile.iterations=4000"])  # fmt: skip
+    write_record(tmp_path / "evidence", longer)
+    evidence = claims.load_evidence(tmp_path / "evidence")
+    assert evidence == [longer]
+    text = claims.write_claims(records, tmp_path, evidence).read_text()
+    row = next(line for line in text.splitlines() if "| CNN beats the FCN on addition |" in line)
+    assert "variants measured: see the last section" in row
+    section = text.split("## Variants measured for the claims that do not hold here")[1]
+    assert "| CNN on addition | `profile.iterations=4000` | 40.0 [" in section

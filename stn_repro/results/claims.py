@@ -434,8 +434,8 @@ def load_claimed(runs_root: str | Path) -> list[RunRecord]:
 
 
 def load_evidence(root: str | Path) -> list[RunRecord]:
-    """The variant records of Table 1 / cluttered cells kept under ``root`` (``results/evidence``)."""
-    return [r for suite in ("table1", "cluttered") for r in load_records(root, suite)]
+    """The variant records of the :data:`CLAIM_SUITES`' cells kept under ``root`` (``results/evidence``)."""
+    return [r for suite in CLAIM_SUITES for r in load_records(root, suite)]
 
 
 def _evidence(results: Sequence[Comparison], poses: Sequence[Pose], evidence: Sequence[RunRecord]) -> str:
