@@ -105,9 +105,15 @@ def verdict(rows: list[dict[str, float]]) -> str:
         for row in rows
     ]
     if len(rows) == 1:
-        if follows[0] is None:
-            return "one transformer that follows neither digit alone (the paper: one region holding both digits)"
-        return f"one transformer that follows the digit of channel {follows[0]} (the paper: a region holding both)"
+        row = rows[0]
+        if follows[0] is not None:
+            return f"one transformer that follows the digit of channel {follows[0]} (the paper: a region holding both)"
+        if row["dmid"] < min(row["d0"], row["d1"]):
+            return (
+                f"one transformer centred between the two digits ({row['dmid']:.1f} px from their midpoint, "
+                f"{row['d0']:.1f} / {row['d1']:.1f} px from each): a region holding both, as the paper says"
+            )
+        return "one transformer that follows neither digit nor their midpoint (the paper: a region holding both)"
     if None not in follows and sorted(follows) == [0, 1]:
         pairs = ", ".join(f"transformer {k + 1} → channel {c}" for k, c in enumerate(follows))
         return f"each transformer follows the digit of one channel ({pairs}), as the paper says"
@@ -197,7 +203,8 @@ def report() -> None:
         verdicts.append(f"- `{record.cell}`: {verdict(rows)}.")
         figure = args.out.parent / "figures" / f"addition_attention_{record.cell}.png"
         draw(found, record.cell, figure)
-        verdicts.append(f"  Figure: `{figure}`.")
+        link = figure.relative_to(args.out.parent).as_posix()
+        verdicts.append(f"  Figure: [`{link}`]({link}).")
     lines += ["", "## What it shows", "", *verdicts, ""]
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")

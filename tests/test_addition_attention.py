@@ -67,3 +67,5 @@ def test_each_transformer_is_matched_to_the_digit_it_reads():
     assert "as the paper says" in attention_script.verdict(attention_script.summarise(found, 42))
     single = attention_script.verdict(attention_script.summarise(found, 42)[:1])
     assert single.startswith("one transformer that follows the digit of channel 1")
+    found["centre0"] = truth.mean(1)  # the two digits' midpoint: a region holding both
+    assert "as the paper says" in attention_script.verdict(attention_script.summarise(found, 42)[:1])
