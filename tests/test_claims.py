@@ -45,6 +45,8 @@ def test_outcomes_round_trip_small_and_checked():
     assert make(outcomes=packed).outcomes == packed
     with pytest.raises(RecordError, match="outcomes"):
         make(outcomes=pack_outcomes(wrong[:999]))
+    per_digit = pack_outcomes(np.tile(wrong, 3))  # one per digit of 3-digit sequences: 3 · n_test
+    assert make(outcomes=per_digit).outcomes["n"] == 3000
 
 
 def _record(row, column, err_rate, seed=0, rng=None, outcomes=True, **changes):

@@ -14,6 +14,7 @@ from torch import nn
 from stn_repro.config import ConfigError, validate
 from stn_repro.models.recurrent import RecurrentSPN, SequenceCNN, build_sequence_model
 from stn_repro.results.records import load_records
+from stn_repro.results.stats import unpack_outcomes
 from stn_repro.results.tables import build_tables
 from stn_repro.systems import ClassificationSystem
 from stn_repro.systems.digits import DigitSequenceSystem
@@ -58,6 +59,9 @@ def test_per_digit_and_sequence_errors_on_a_hand_made_batch():
         system.test_step((torch.zeros(1), labels[half]), 0)
     assert 100 * system.test_error.compute().item() == pytest.approx(100 * 3 / 12)
     assert 100 * system.test_sequence_error.compute().item() == pytest.approx(100 * 2 / 4)
+    system.on_test_epoch_end = lambda: None  # (logging needs a trainer) the outcomes: per digit, sample-major
+    system.test_wrong = torch.cat(system._test_wrong)
+    assert system.test_wrong.tolist() == [False, True, True] + [False] * 3 + [False, False, True] + [False] * 3
 
 
 def test_loss_sums_the_positions_cross_entropies_and_averages_over_the_batch():
@@ -173,6 +177,9 @@ def test_every_cell_trains_and_tests_on_cpu_and_the_table_is_rnn_spn_md(tmp_path
         record = run(cfg, out)
         assert record.status == "finished" and record.table == "recurrent_stn_mnist_sequences"
         assert 0 <= record.metrics["test/err"] <= record.metrics["test/seq_err"] <= 100
+        wrong = unpack_outcomes(record.outcomes)  # one outcome per test digit: the claims' paired tests
+        assert len(wrong) == 3 * record.data["n_test"]
+        assert 100 * wrong.mean() == pytest.approx(record.metrics["test/err"])
         assert any("schedule" in d for d in record.deviations) and record.data["full_dataset"] is False
         header = next(out.glob("csv/*/metrics.csv")).read_text().splitlines()[0]
         if cfg.cell == "rnn_spn":

@@ -92,9 +92,11 @@ class RunRecord:
         config_hash: hash of the resolved run configuration (a changed config means a stale record).
         created: ISO 8601 time the record was written.
         deviations: free-text deviations from the paper's protocol for this run.
-        outcomes: which test images the run got wrong, in test-set order (:func:`stn_repro.results.stats.pack_outcomes`:
-            ``{"n": N, "wrong": base64}``), for paired tests between models; ``None`` where the task does not say
-            per image, for a diverged run, or in records made before this field existed (it may be absent).
+        outcomes: which test items the run got wrong, in test-set order (:func:`stn_repro.results.stats.pack_outcomes`:
+            ``{"n": N, "wrong": base64}``), for paired tests between models: one per test image (``N = n_test``), or
+            one per digit of each test sequence where the metric is per digit (``N = L · n_test``, sample-major);
+            ``None`` where the task does not say per item, for a diverged run, or in records made before this field
+            existed (it may be absent).
         pose: claim 6's histograms of the test digits' rotation (degrees) and log scale before / after the input
             transformer (:func:`stn_repro.results.pose.pose_metrics`: ``{"angle_deg" | "log_scale": {"edges",
             "before", "after"}}``); ``None`` for models without one, off R / RTS, or in older records.
@@ -318,8 +320,9 @@ def _validate(record: RunRecord) -> None:
         raise RecordError("a canonical record has no overrides")
     if record.outcomes is not None:
         n, wrong = record.outcomes.get("n"), record.outcomes.get("wrong")
-        if not _is_instance(n, int) or n != record.data["n_test"] or not isinstance(wrong, str):
-            raise RecordError(f"field 'outcomes' must be {{'n': n_test ({record.data['n_test']}), 'wrong': base64}}")
+        n_test = record.data["n_test"]
+        if not _is_instance(n, int) or n < n_test or n % max(n_test, 1) or not isinstance(wrong, str):
+            raise RecordError(f"field 'outcomes' must be {{'n': a multiple of n_test ({n_test}), 'wrong': base64}}")
     for name, histogram in (record.pose or {}).items():
         edges, before, after = (histogram.get(k) if isinstance(histogram, dict) else None for k in _POSE_KEYS)
         if not (isinstance(edges, list) and isinstance(before, list) and isinstance(after, list)) or not (

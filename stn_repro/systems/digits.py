@@ -3,7 +3,8 @@
 The model maps images to logits ``(B, L, K)``; the labels are ``(B, L)`` digits. The paper's metric is the
 per-digit error: :meth:`DigitSequenceSystem.wrong` returns each sample's fraction of wrong digits, whose mean over
 samples is exactly the per-digit error because every sample has ``L`` digits (``val/err``, ``test/err``). The test
-pass also logs the sequence error (``test/seq_err``: a sample counts as wrong when any digit is).
+pass also logs the sequence error (``test/seq_err``: a sample counts as wrong when any digit is) and keeps which
+test digits were wrong (``test_wrong``, ``(N·L,)`` sample-major), the per-digit outcomes of the claims' paired tests.
 
 Diagnostics of the RNN-SPN's recurrent transformer (a ``SharedLocalisationTransformers`` emitting one θ per step):
 θ statistics per step (``theta/step<i>/...``; the base class's statistics cover the plain ``SpatialTransformer``s,
@@ -52,6 +53,7 @@ class DigitSequenceSystem(ClassificationSystem):
         errors = digit_errors(self.model(batch[0]), batch[1])
         self.test_error.update(errors.mean(1))
         self.test_sequence_error.update(errors.amax(1))
+        self._test_wrong.append(errors.flatten().bool().cpu())  # per digit, sample-major: the claims' paired tests
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
