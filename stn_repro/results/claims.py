@@ -404,6 +404,8 @@ def _markdown(
         "",
         "MNIST addition (A.1, Table 4), the 3D transformer (A.3; the paper gives no number) and the recurrent STN "
         "(Sønderby et al., per-digit error), as above; the records of `results/runs/{addition,mnist3d,rnn_spn}`. "
+        "The recurrent rows pair the 3 digits of every test sequence (3,000 outcomes); digits of one canvas are not "
+        "independent, so their p-values are somewhat optimistic. "
         "`not run`: no canonical record of the current code and protocol is committed.",
         "",
         *_comparison_rows(appendix),
