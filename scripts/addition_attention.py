@@ -150,7 +150,7 @@ def draw(found: dict[str, Tensor], cell: str, out: Path) -> None:
     axes[0, 0].set_title("input (frames)", fontsize=9)
     for k in range(count):
         axes[0, 1 + k].set_title(f"transformer {k + 1} ({colours[k % 2]})", fontsize=9)
-    fig.suptitle(f"MNIST addition, {cell}: channel 0 red, channel 1 green", fontsize=10)
+    fig.suptitle(f"MNIST addition, {cell}\nchannel 0 red, channel 1 green", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
