@@ -21,6 +21,11 @@ MODEL_KINDS = ("fcn", "cnn", "st_fcn", "st_cnn", "st2_fcn")
 LOCALISATION_KINDS = ("fc", "conv")
 
 
+def has_transformer(kind: str) -> bool:
+    """Whether models of ``kind`` (:data:`MODEL_KINDS`) put spatial transformers before the classifier."""
+    return kind.startswith(("st_", "st2_"))
+
+
 def build_model(
     kind: str,
     in_shape: Sequence[int],
@@ -55,7 +60,7 @@ def build_model(
         raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
     if width < 1:
         raise ValueError(f"model width must be >= 1, got {width}")
-    is_st = kind.startswith(("st_", "st2_"))
+    is_st = has_transformer(kind)
     copies = 2 if kind.startswith("st2_") else 1
     classifier_shape = (in_shape[0] * copies, *in_shape[1:])
     if is_st and pool > 1:

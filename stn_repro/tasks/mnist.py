@@ -20,7 +20,7 @@ from stn_repro.config import (
 )
 from stn_repro.data.distortions import DISTORTIONS
 from stn_repro.data.sources import DIGITS, SOURCES
-from stn_repro.models import MODEL_KINDS, build_matched_model
+from stn_repro.models import MODEL_KINDS, build_matched_model, has_transformer
 from stn_repro.systems import ClassificationSystem
 from stn_repro.systems.classification import THETA_TARGETS
 from stn_repro.tasks.base import Task, options, schedule_deviations, system_settings
@@ -34,7 +34,7 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "model.kind", MODEL_KINDS)
     check_positive_int(cfg, "model.param_target")
     check_positive_int(cfg, "model.fcn_layers")
-    check_transformer_family(cfg, str(get_value(cfg, "model.kind")).startswith(("st_", "st2_")), sorted(FAMILIES))
+    check_transformer_family(cfg, has_transformer(str(get_value(cfg, "model.kind"))), sorted(FAMILIES))
     check_choice(cfg, "data.distortion", sorted(DISTORTIONS))
     check_choice(cfg, "data.source", SOURCES)
     check_choice(cfg, "data.digits", DIGITS)
@@ -118,7 +118,7 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         notes.append(f"optimiser {o.name}, lr {o.lr:g} (paper: plain SGD)")
     elif o.momentum:
         notes.append(f"SGD momentum {o.momentum} (paper: plain SGD)")
-    if o.loc_lr_mult != 1.0 and cfg.model.kind.startswith(("st_", "st2_")):
+    if o.loc_lr_mult != 1.0 and has_transformer(cfg.model.kind):
         notes.append(f"localisation nets at {o.loc_lr_mult:g}x the base learning rate (paper: the base rate)")
     if cfg.optim.theta_loss_weight:
         known = "its rotation angle" if cfg.optim.theta_target == "rotation" else "every parameter"
