@@ -19,6 +19,7 @@ multirun's folder (``multirun/<suite>/<time>/tables/``): ``results/`` is never t
 from __future__ import annotations
 
 import difflib
+import shutil
 import subprocess
 import sys
 import time
@@ -206,6 +207,9 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
         if record is not None:
             records.append(record)
     out = Path(cfg.paths.results) if plan.canonical else sweep_dir / "tables"
+    if plan.canonical:
+        for path in copy_run_figures(sweep_dir, out / "figures", plan.name):
+            print(f"{plan.name}: run figure -> {path}")
     if records:
         written = build_tables(records, out)
         print(f"{plan.name}: {len(records)}/{total} records -> {', '.join(str(p) for p in written.values())}")
@@ -215,6 +219,25 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
         print(f"error: {total - len(records)} of the {total} runs of suite {plan.name} did not finish (exit code "
               f"{status}); finished runs are kept, re-run the same command to resume", file=sys.stderr)  # fmt: skip
     return status or int(len(records) < total)
+
+
+RUN_FIGURES = ("optimisation.png",)  # figures drawn during training, kept for canonical runs (co-localisation)
+
+
+def copy_run_figures(sweep_dir: Path, out: Path, suite: str) -> list[Path]:
+    """Copy each :data:`RUN_FIGURES` file a multirun's jobs wrote (``<job>/figures/<name>``) to
+    ``<out>/<suite>_<cell>_<name>`` (the lowest seed's of a cell); returns the paths written."""
+    written: dict[Path, int] = {}
+    for config in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
+        job = OmegaConf.load(config)
+        for name in RUN_FIGURES:
+            source = config.parent.parent / "figures" / name
+            target = out / f"{suite}_{job.cell}_{name}"
+            if source.exists() and job.seed < written.get(target, job.seed + 1):
+                out.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                written[target] = job.seed
+    return list(written)
 
 
 def _sweep_dir(suite: str, overrides: list[str]) -> Path:

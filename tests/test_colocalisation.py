@@ -1,5 +1,5 @@
-"""Co-localisation (appendix A.2): boxes and IoU, the triplet loss, per-class routing, the embedding-CNN cache, the
-configs, tiny runs of both cells and their table."""
+"""Co-localisation (appendix A.2): boxes and IoU, the triplet loss, per-class routing, the bounded attention and its
+ceiling schedule, the posed digits, the embedding-CNN cache, the configs, tiny runs of both cells and their table."""
 
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from stn_repro.models.colocalisation import (
     EMBEDDING_DEFAULTS,
     ColocalisationModel,
     EmbeddingCNN,
+    distort_digits,
     embedding_cache_path,
     load_or_train_embedding_cnn,
 )
@@ -22,12 +23,11 @@ from stn_repro.results.records import load_records
 from stn_repro.results.tables import build_tables
 from stn_repro.systems.colocalisation import (
     ColocalisationSystem,
+    all_pairs_triplet_loss,
     attention_boxes,
     box_iou,
     frame_boxes,
-    partner_index,
     random_crops,
-    triplet_hinge_loss,
 )
 from stn_repro.tasks.colocalisation import ClassBalancedBatches, choose_per_class
 from stn_repro.train import run
@@ -61,26 +61,76 @@ def test_attention_and_frame_boxes_in_pixels():
     assert torch.allclose(frame_boxes(placed["theta"], (84, 84)), placed["boxes"], atol=1e-4)
 
 
-def test_triplet_hinge_loss_on_a_hand_made_case():
-    anchor = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
-    positive = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    negative = torch.tensor([[2.0, 0.0], [0.5, 0.0]])
-    # 1 - 4 + 1 < 0 → 0;  1 - 0.25 + 1 = 1.75
-    assert triplet_hinge_loss(anchor, positive, negative, margin=1.0).tolist() == [0.0, 1.75]
-
-
-def test_positives_are_other_samples_of_the_same_class_and_crops_are_inside():
-    labels = torch.tensor([3, 1, 3, 1, 1, 3])
-    partner = partner_index(labels)
-    assert (labels[partner] == labels).all() and (partner != torch.arange(6)).all()
+def test_the_triplet_loss_averages_every_other_image_of_the_class_on_a_hand_made_case():
+    anchors = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 0.0], [5.0, 5.0]])
+    negatives = torch.tensor([[2.0, 0.0], [1.0, 0.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    labels = torch.tensor([7, 7, 7, 2, 2])
+    # sample 0: positives 1 (d=1), 2 (d=9); negative d=4: (max(0, 1-4+1) + max(0, 9-4+1)) / 2 = 3
+    # sample 1: positives 0 (1), 2 (10); negative 0.25: (1.75 + 10.75) / 2 = 6.25
+    # sample 2: positives 0 (9), 1 (10); negative 9: (1 + 2) / 2 = 1.5
+    # samples 3, 4: d=50 each way; negatives 0 and 50: 51 and 1
+    loss = all_pairs_triplet_loss(anchors, negatives, labels, margin=1.0)
+    assert loss.tolist() == pytest.approx([3.0, 6.25, 1.5, 51.0, 1.0])
     with pytest.raises(ValueError, match="single sample"):
-        partner_index(torch.tensor([0, 1, 1]))
+        all_pairs_triplet_loss(anchors[:4], negatives[:4], torch.tensor([0, 1, 1, 1]))
+
+
+def test_random_crops_are_inside_the_canvas():
     canvases = torch.arange(2 * 10 * 10, dtype=torch.float32).view(2, 1, 10, 10)
     crops = random_crops(canvases, 4, torch.Generator().manual_seed(0))
     assert crops.shape == (2, 1, 4, 4)
     for canvas, crop in zip(canvases, crops, strict=True):
         y, x = divmod(int(crop[0, 0, 0] - canvas[0, 0, 0]), 10)
         assert torch.equal(crop, canvas[:, y : y + 4, x : x + 4])
+
+
+def test_the_scale_stays_below_the_shrinking_ceiling_and_every_crop_inside_the_canvas():
+    torch.manual_seed(0)
+    scale = {"floor": 0.2, "ceiling_start": 0.8, "ceiling_end": 0.45, "ceiling_until": 0.5}
+    model = ColocalisationModel((1, 42, 42), EmbeddingCNN(4), num_classes=2, scale=scale, init_weight_std=0.0)
+    canvases, labels = torch.rand(4, 1, 42, 42), torch.tensor([0, 1, 0, 1])
+    model(canvases, labels)
+    start = 0.2 + 0.6 * torch.sigmoid(torch.tensor(3.0))
+    assert torch.allclose(model.theta, torch.tensor([[start, 0.0, 0.0]] * 4))  # centred, near the ceiling
+    for progress, ceiling in ((0.0, 0.8), (0.25, 0.625), (0.5, 0.45), (1.0, 0.45)):
+        model.set_training_progress(progress)
+        assert all(float(t.ceiling) == pytest.approx(ceiling) for t in model.transformers)
+    with torch.no_grad():  # extreme localisation outputs: the crops reach, but never cross, the canvas edge
+        for t in model.transformers:
+            t.localisation[-1].bias.copy_(torch.tensor([50.0, 50.0, -50.0]))
+    model(canvases, labels)
+    s, tx, ty = model.theta.unbind(1)
+    assert torch.allclose(s, torch.full_like(s, 0.45)) and (tx + s <= 1 + 1e-6).all() and (ty - s >= -1 - 1e-6).all()
+    state = model.state_dict()  # the ceiling is saved with the weights
+    assert {f"transformers.{k}.ceiling" for k in range(2)} <= set(state)
+
+
+def test_each_class_is_served_by_its_candidate_with_the_lowest_moving_average_loss():
+    torch.manual_seed(0)
+    model = ColocalisationModel((1, 42, 42), EmbeddingCNN(4), num_classes=2, candidates=3, init_weight_std=0.1)
+    system = ColocalisationSystem(model, iterations=10)
+    canvases, labels = torch.rand(4, 1, 42, 42), torch.tensor([0, 0, 1, 1])
+    losses, per_sample = system.triplet_loss(canvases, labels)
+    assert per_sample.shape == (3, 4)
+    fake = torch.tensor([[1.0, 1.0, 9.0, 9.0], [3.0, 3.0, 1.0, 1.0], [2.0, 2.0, 5.0, 5.0]])  # class 0: 0, class 1: 1
+    for _ in range(200):
+        system._update_candidate_loss(fake, labels)
+    assert model.chosen().tolist() == [0, 1]
+    crops = model(canvases, labels)
+    assert torch.allclose(crops[:2], model.transformers[0](canvases[:2]))  # class 0, candidate 0
+    assert torch.allclose(crops[2:], model.transformers[1 * 3 + 1](canvases[2:]))  # class 1, candidate 1
+    assert "candidate_loss" in model.state_dict()  # the choice is saved with the weights
+
+
+def test_posed_digits_keep_their_ink_within_the_drawn_ranges():
+    digit = torch.zeros(1, 1, 28, 28)
+    digit[..., 10:18, 12:16] = 1.0
+    still = distort_digits(digit, rotation=0.0, scale=[1.0, 1.0], translation=0.0, generator=torch.Generator())
+    assert torch.allclose(still, digit, atol=1e-6)  # the identity pose reproduces the digit
+    posed = distort_digits(digit.expand(64, 1, 28, 28), 45.0, [0.6, 1.3], 0.35, torch.Generator().manual_seed(0))
+    ink = posed.sum((1, 2, 3)) / digit.sum()
+    assert (ink > 0.6**2 * 0.8).all() and (ink < 1.3**2 * 1.2).all()  # area scales with the drawn size squared
+    assert posed.std(0).max() > 0.2  # the poses differ between samples
 
 
 def test_class_balanced_batches_and_the_chosen_set():
@@ -114,10 +164,11 @@ def test_the_embedding_descriptors_are_the_table1_cnns_three_layers_or_its_proba
 def test_a_samples_loss_reaches_only_its_own_class_transformer():
     torch.manual_seed(0)
     model = ColocalisationModel((1, 42, 42), EmbeddingCNN(4), num_classes=3, init_weight_std=0.1)
-    system = ColocalisationSystem(model, margin=100.0)  # a large margin keeps every hinge active
+    system = ColocalisationSystem(model, iterations=10, margin=100.0)  # a large margin keeps every hinge active
     canvases, labels = torch.rand(6, 1, 42, 42), torch.tensor([0, 0, 1, 1, 2, 2])
     _, per_sample = system.triplet_loss(canvases, labels)
-    per_sample[2].backward()  # sample 2 (class 1) and its positive, sample 3 (class 1)
+    assert per_sample.shape == (1, 6)
+    per_sample[0, 2].backward()  # sample 2 (class 1) and its positive, sample 3 (class 1)
     norms = [sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0 for p in t.parameters()) for t in
              model.transformers]  # fmt: skip
     assert norms[1] > 0 and norms[0] == 0 and norms[2] == 0
@@ -167,7 +218,11 @@ def test_every_config_composes_and_validates(cell):
     "override, key",
     [("profile.batch_size=25", "profile.batch_size"), ("transformer.family=affine", "transformer.family"),
      ("data.per_class=1", "data.per_class"), ("model.embedding.width=0", "model.embedding.width"),
-     ("model.embedding.descriptor=pixels", "model.embedding.descriptor")],
+     ("model.embedding.descriptor=pixels", "model.embedding.descriptor"),
+     ("model.scale.floor=0", "model.scale.floor"), ("model.scale.floor=0.5", "model.scale.ceiling_end"),
+     ("model.scale.ceiling_start=0.3", "model.scale.ceiling_start"),
+     ("model.scale.ceiling_until=0", "model.scale.ceiling_until"),
+     ("model.embedding.scale=[1.2,0.7]", "model.embedding.scale")],
 )  # fmt: skip
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -189,6 +244,7 @@ def test_both_cells_run_record_per_digit_metrics_and_build_the_table(tmp_path):
         assert {f"test/localised_d{k}" for k in range(10)} <= set(record.metrics)
         assert any("unsupervised" in d for d in record.deviations)
         assert (tmp_path / cell / "figures" / "crops.png").stat().st_size > 0
+        assert (tmp_path / cell / "figures" / "optimisation.png").stat().st_size > 0
     paths = build_tables(load_records(tmp_path / "runs", "colocalisation"), tmp_path / "results")
     text = paths["markdown"].read_text()
     assert paths["markdown"].name == "table_colocalisation.md" and "localised % (IoU > 0.5)" in text
@@ -213,3 +269,19 @@ def test_the_landscapes_true_frame_placement_crops_exactly_the_placed_digit():
     assert torch.allclose(crop, digit, atol=1e-5)
     blank = landscape.PLACEMENTS["blank (outside the canvas)"](centre, scale)
     assert sample(canvas, AttentionFamily().grid(blank, (28, 28))).abs().max() == 0
+
+
+def test_a_canonical_suite_keeps_each_cells_optimisation_figure(tmp_path):
+    from stn_repro.reproduce import copy_run_figures
+
+    for job, cell, seed in (("0-t-seed1", "t", 1), ("1-t-seed0", "t", 0), ("2-tc-seed0", "tc", 0)):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "config.yaml").write_text(f"cell: {cell}\nseed: {seed}\n")
+        (tmp_path / job / "figures").mkdir()
+        (tmp_path / job / "figures" / "optimisation.png").write_text(f"{cell} {seed}")
+    written = copy_run_figures(tmp_path, tmp_path / "results", "colocalisation")
+    assert sorted(p.name for p in written) == [
+        "colocalisation_t_optimisation.png",
+        "colocalisation_tc_optimisation.png",
+    ]
+    assert (tmp_path / "results" / "colocalisation_t_optimisation.png").read_text() == "t 0"  # the lowest seed's

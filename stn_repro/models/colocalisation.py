@@ -11,12 +11,15 @@
     ``results/colocalisation_landscape.md``);
   - ``"probabilities"``: the softmax class probabilities (this project's earlier choice).
 
-  It is trained here on the plain 28×28 training digits (:func:`train_embedding_cnn`) and cached by
-  :func:`load_or_train_embedding_cnn` under ``<data root>/cache/`` keyed by the digits' checksum and its settings.
-* :class:`ColocalisationModel`: ``num_classes`` independent attention transformers (scale + translation, 28×28
-  output); each image is routed to its own class's transformer, which is the same as training one transformer per
-  class on its own set. The frozen embedding CNN lives inside (no gradients, excluded from the optimiser and from
-  the trainable parameter count).
+  It is trained here (:func:`train_embedding_cnn`) on the 28×28 training digits, each drawn at a random pose
+  (:func:`distort_digits`: rotation, scale and translation, as the Table 1 CNNs of Sect. 4.1 were trained on
+  distorted digits), and cached by :func:`load_or_train_embedding_cnn` under ``<data root>/cache/`` keyed by the
+  digits' checksum and its settings.
+* :class:`CeilingAttention`: the attention transformer ``(s, tx, ty)`` with its scale learned below a ceiling that
+  the training schedule lowers (:meth:`ColocalisationModel.set_training_progress`) and its crop kept inside the canvas.
+* :class:`ColocalisationModel`: ``num_classes`` independent transformers (28×28 output); each image is routed to its
+  own class's transformer, which is the same as training one transformer per class on its own set. The frozen
+  embedding CNN lives inside (no gradients, excluded from the optimiser and from the trainable parameter count).
 
 Conventions: canvases ``(B, 1, H, W)`` in ``[0, 1]`` with a 0 background; attention parameters ``(s, tx, ty)``
 map the output's normalised square to ``[tx − s, tx + s] × [ty − s, ty + s]`` of the input (``align_corners=False``:
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,21 +43,25 @@ from torch import Tensor, nn
 
 from stn_repro.data.errors import one_line
 from stn_repro.models.classifiers import CNN
-from stn_repro.transformers import AttentionFamily, SpatialTransformer, conv_localisation
+from stn_repro.transformers import AffineFamily, AttentionFamily, SpatialTransformer, conv_localisation, sample
 from stn_repro.utils import atomic_path
 
 CROP_SIZE = 28
-EMBEDDING_FORMAT_VERSION = 2
+EMBEDDING_FORMAT_VERSION = 3
 DESCRIPTORS = ("activations", "activations_unit", "probabilities")
 DEFAULT_DESCRIPTOR = "activations_unit"
 EMBEDDING_DEFAULTS: dict[str, Any] = {
     "width": 40,  # the Table 1 CNN's width at the quick profile's 100k parameters
-    "iterations": 1000,
+    "iterations": 2000,
     "batch_size": 64,
     "lr": 0.01,
     "momentum": 0.9,
     "seed": 0,
+    "rotation": 45.0,  # training poses: rotation in ±45° (the RTS protocol's),
+    "scale": [0.6, 1.3],  # the digit drawn at 0.6-1.3 of its size,
+    "translation": 0.35,  # shifted by up to ±0.35 (normalised) in x and y
 }
+START_LOGIT = 3.0  # every transformer starts at s = floor + 0.95 (ceiling − floor), centred
 
 
 class EmbeddingCNN(nn.Module):
@@ -88,12 +96,27 @@ class EmbeddingCNN(nn.Module):
         return self.net(images)
 
 
+def distort_digits(
+    images: Tensor, rotation: float, scale: Sequence[float], translation: float, generator: torch.Generator
+) -> Tensor:
+    """Each digit ``(B, 1, H, W)`` rotated by U(±``rotation``)°, drawn at U(``scale``) of its size and shifted by
+    U(±``translation``) (normalised) in x and y → ``(B, 1, H, W)``, zero padded; draws from ``generator``."""
+    u = torch.rand(len(images), 4, generator=generator).to(images.device)
+    angle = (2 * u[:, 0] - 1) * math.radians(rotation)
+    zoom = 1.0 / (scale[0] + (scale[1] - scale[0]) * u[:, 1])  # output → input: the inverse of the drawn size
+    shift = (2 * u[:, 2:] - 1) * translation
+    cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+    params = torch.stack([cos, -sin, shift[:, 0], sin, cos, shift[:, 1]], dim=1)
+    return sample(images, AffineFamily().grid(params, images.shape[-2:]))
+
+
 def train_embedding_cnn(
     images: np.ndarray, labels: np.ndarray, settings: dict[str, Any], log: Callable[[str], None] = print
 ) -> EmbeddingCNN:
     """Train an :class:`EmbeddingCNN` on digits ``uint8 (N, 28, 28)`` / labels ``(N,)`` (SGD, cross-entropy).
 
-    ``settings``: :data:`EMBEDDING_DEFAULTS`' keys (``iterations`` steps of ``batch_size`` random digits).
+    ``settings``: :data:`EMBEDDING_DEFAULTS`' keys (``iterations`` steps of ``batch_size`` random digits, each at
+    a fresh random pose: :func:`distort_digits`; the reported accuracy is on posed digits too).
     Deterministic for given digits and settings (its own generator; the global RNG is left untouched).
     """
     generator = torch.Generator().manual_seed(int(settings["seed"]))
@@ -104,17 +127,18 @@ def train_embedding_cnn(
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     optimiser = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=settings["momentum"])
     start = time.perf_counter()
+    pose = {key: settings[key] for key in ("rotation", "scale", "translation")}
     for _ in range(int(settings["iterations"])):
         index = torch.randint(len(x), (int(settings["batch_size"]),), generator=generator)
-        loss = F.cross_entropy(net(x[index]), y[index])
+        loss = F.cross_entropy(net(distort_digits(x[index], **pose, generator=generator)), y[index])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     with torch.no_grad():
-        accuracy = (net(x).argmax(1) == y).float().mean().item()
+        accuracy = (net(distort_digits(x, **pose, generator=generator)).argmax(1) == y).float().mean().item()
     log(
         f"embedding CNN: trained {settings['iterations']} iterations in {time.perf_counter() - start:.0f} s, "
-        f"training accuracy {100 * accuracy:.1f}%"
+        f"training accuracy {100 * accuracy:.1f}% (posed digits)"
     )
     return net
 
@@ -158,22 +182,50 @@ def load_or_train_embedding_cnn(
     return net
 
 
+class CeilingAttention(SpatialTransformer):
+    """Attention ``(s, tx, ty)`` whose scale is learned below a ceiling and whose crop stays inside the canvas.
+
+    From the localisation net's raw outputs ``(a, bx, by)``: ``s = floor + (ceiling − floor) σ(a)`` and
+    ``t = (1 − s) tanh(b)``. ``ceiling`` is a buffer (saved with the weights) that the training schedule sets.
+
+    Shapes:
+        ``forward(canvases (B, 1, H, W))`` → crops ``(B, 1, 28, 28)``; :attr:`theta` then holds ``(s, tx, ty)``
+        ``(B, 3)``.
+    """
+
+    def __init__(self, localisation: nn.Module, floor: float, ceiling: float) -> None:
+        super().__init__(localisation, AttentionFamily(), CROP_SIZE)
+        self.floor = floor
+        self.register_buffer("ceiling", torch.tensor(float(ceiling)))
+
+    def predict_theta(self, input: Tensor) -> Tensor:
+        raw = self.localisation(input).flatten(1)
+        s = self.floor + (self.ceiling - self.floor) * torch.sigmoid(raw[:, :1])
+        return torch.cat([s, (1 - s) * torch.tanh(raw[:, 1:])], dim=1)
+
+
 class ColocalisationModel(nn.Module):
-    """``num_classes`` attention transformers (one per digit class) and a frozen embedding CNN.
+    """``candidates`` attention transformers per digit class (independently initialised restarts trained side by
+    side) and a frozen embedding CNN; each class is served by its candidate with the lowest training loss.
 
     Args:
         in_shape: canvas shape ``(1, H, W)``.
         embedding: the trained :class:`EmbeddingCNN` (frozen here).
-        num_classes: number of transformers.
-        init_scale: every transformer starts as the centred crop of half-side ``init_scale`` (normalised; 1 is the
-            whole canvas, ``28/84`` a digit-sized crop of an 84 px canvas).
+        num_classes: number of classes.
+        candidates: transformers per class; :attr:`candidate_loss` ``(num_classes, candidates)`` (a buffer, saved
+            with the weights, set by the training system) picks the one :meth:`forward` uses by default.
+        scale: :class:`CeilingAttention`'s ``floor`` and the ceiling's schedule: ``ceiling_start`` lowered linearly to
+            ``ceiling_end`` over the first ``ceiling_until`` of training (half-sides, normalised: 1 is the whole
+            canvas, ``28/84`` a digit-sized crop of an 84 px canvas); every transformer starts centred, near the
+            ceiling (:data:`START_LOGIT`).
         init_weight_std: std of the localisation heads' initial weights (0: every image starts at the same crop).
         localisation: :func:`~stn_repro.transformers.conv_localisation` options (``channels``, ``kernel_size``,
             ``downsample``, ``hidden``).
 
     Shapes:
-        ``forward(canvases (B, 1, H, W), labels (B,))`` → crops ``(B, 1, 28, 28)``; :attr:`theta` then holds each
-        sample's ``(s, tx, ty)`` ``(B, 3)``.
+        ``forward(canvases (B, 1, H, W), labels (B,), candidate=None)`` → crops ``(B, 1, 28, 28)`` by each class's
+        chosen candidate (or by candidate ``candidate`` of every class); :attr:`theta` then holds each sample's
+        ``(s, tx, ty)`` ``(B, 3)``.
     """
 
     def __init__(
@@ -181,27 +233,44 @@ class ColocalisationModel(nn.Module):
         in_shape: Sequence[int],
         embedding: EmbeddingCNN,
         num_classes: int = 10,
-        init_scale: float = 0.5,
+        candidates: int = 1,
+        scale: dict[str, float] | None = None,
         init_weight_std: float = 0.0,
         localisation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        family = AttentionFamily()
-        self.transformers = nn.ModuleList()
-        for _ in range(num_classes):
-            net = conv_localisation(tuple(in_shape), family, weight_std=init_weight_std, **(localisation or {}))
+        self.scale = {"floor": 0.2, "ceiling_start": 0.8, "ceiling_end": 0.45, "ceiling_until": 0.8, **(scale or {})}
+        self.candidates = candidates
+        self.transformers = nn.ModuleList()  # class c's candidate j is transformers[c * candidates + j]
+        for _ in range(num_classes * candidates):
+            net = conv_localisation(
+                tuple(in_shape), AttentionFamily(), weight_std=init_weight_std, **(localisation or {})
+            )
             with torch.no_grad():
-                net[-1].bias[0] = init_scale
-            self.transformers.append(SpatialTransformer(net, family, CROP_SIZE))
+                net[-1].bias.copy_(torch.tensor([START_LOGIT, 0.0, 0.0]))
+            self.transformers.append(CeilingAttention(net, self.scale["floor"], self.scale["ceiling_start"]))
+        self.register_buffer("candidate_loss", torch.zeros(num_classes, candidates))
         self.embedding = embedding.requires_grad_(False)  # no batch norm or dropout: its mode does not matter
         self.theta: Tensor | None = None
 
-    def forward(self, canvases: Tensor, labels: Tensor) -> Tensor:
+    def set_training_progress(self, fraction: float) -> None:
+        """Set every transformer's scale ceiling for the ``fraction`` of training done (0: start, 1: end)."""
+        c = self.scale
+        ceiling = c["ceiling_start"] + (c["ceiling_end"] - c["ceiling_start"]) * min(1.0, fraction / c["ceiling_until"])
+        for transformer in self.transformers:
+            transformer.ceiling.fill_(ceiling)
+
+    def chosen(self) -> Tensor:
+        """Each class's candidate ``(num_classes,)``: the lowest :attr:`candidate_loss` (the first on a tie)."""
+        return self.candidate_loss.argmin(1)
+
+    def forward(self, canvases: Tensor, labels: Tensor, candidate: int | None = None) -> Tensor:
         crops = canvases.new_zeros(len(canvases), canvases.shape[1], CROP_SIZE, CROP_SIZE)
         theta = canvases.new_zeros(len(canvases), 3)
+        chosen = self.chosen().tolist() if candidate is None else None
         for digit in torch.unique(labels).tolist():
             index = (labels == digit).nonzero().squeeze(1)
-            transformer = self.transformers[digit]
+            transformer = self.transformers[digit * self.candidates + (chosen[digit] if chosen else candidate)]
             crops = crops.index_copy(0, index, transformer(canvases[index]))
             theta = theta.index_copy(0, index, transformer.theta)
         self.theta = theta

@@ -8,6 +8,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -230,16 +231,19 @@ class ClassificationSystem(pl.LightningModule):
         groups = [{"params": other, "lr": self.lr}]
         if localisation:
             groups.append({"params": localisation, "lr": self.lr * self.loc_lr_mult})
-        if self.optimizer == "rmsprop":
-            optimiser = torch.optim.RMSprop(
-                groups, lr=self.lr, alpha=0.9, eps=1e-6, momentum=self.momentum, weight_decay=self.weight_decay
-            )
-        elif self.optimizer == "adam":
-            optimiser = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            optimiser = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        optimiser = self.make_optimiser(groups)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.lr_factor)
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def make_optimiser(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        """The configured optimiser (``sgd`` | ``rmsprop`` | ``adam``) over parameter ``groups``."""
+        if self.optimizer == "rmsprop":
+            return torch.optim.RMSprop(
+                groups, lr=self.lr, alpha=0.9, eps=1e-6, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        if self.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def lr_factor(self, step: int) -> float:
         """Learning-rate factor at iteration ``step``: ``lr_gamma`` to the number of steps passed."""

@@ -10,11 +10,12 @@ ground truth (no validation set).
 Model: one attention transformer (scale + translation, 28×28 output) per class, trained jointly, each on its own
 class's images only (:class:`~stn_repro.models.colocalisation.ColocalisationModel`); localisation net: the
 paper's ST-CNN shape on the canvas max-pooled ×``model.localisation.downsample`` (our choice; the paper's is
-conv 8@9×9 stride 4 → max-pool 2 → FC 8 → FC 8 → FC 3). Each transformer starts as the centred crop of half-side
-``model.init_scale`` (0.5: a 42 px crop of the 84 px canvas, 1.5× the digit frame, so that most digits overlap it
-at the start; our choice).
-Embeddings: the Table 1 CNN trained here on the plain training digits (``model.embedding``), cached under
-``<data root>/cache/``; its descriptor is chosen by ``model.embedding.descriptor``. Loss, metrics and figure:
+conv 8@9×9 stride 4 → max-pool 2 → FC 8 → FC 8 → FC 3). The scale is learned below a ceiling that shrinks during
+training (``model.scale``: 0.8 → 0.45 of the canvas' half-side over the first 80%) and every crop stays inside the
+canvas (our choice: without it the crops zoom out or drift onto blank canvas, see
+``results/colocalisation_landscape.md``).
+Embeddings: the Table 1 CNN trained here on the training digits at random poses (``model.embedding``), cached
+under ``<data root>/cache/``; its descriptor is chosen by ``model.embedding.descriptor``. Loss, metrics and figure:
 :mod:`stn_repro.systems.colocalisation`.
 """
 
@@ -170,13 +171,31 @@ def validate(cfg: DictConfig) -> None:
         batch,
         f"a multiple of {NUM_CLASSES} that is >= {2 * NUM_CLASSES} (class-balanced batches, 2+ images per class)",
     )
-    check_number(cfg, "model.init_scale", 0.0, strict=True)
+    previous, bound = 0.0, "0 < floor < ceiling_end <= ceiling_start <= 1"
+    for key in ("floor", "ceiling_end", "ceiling_start"):
+        value = get_value(cfg, f"model.scale.{key}")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        check(number and (previous < value <= 1 if key != "ceiling_start" else previous <= value <= 1),
+              f"model.scale.{key}", value, bound)  # fmt: skip
+        previous = value
+    until = get_value(cfg, "model.scale.ceiling_until")
+    check(isinstance(until, int | float) and 0 < until <= 1, "model.scale.ceiling_until", until, "in (0, 1]")
     check_number(cfg, "model.init_weight_std", 0.0)
+    check_positive_int(cfg, "model.candidates")
     check_number(cfg, "model.margin", 0.0)
     for key in ("iterations", "batch_size", "width", "seed"):
         check_positive_int(cfg, f"model.embedding.{key}", minimum=0 if key == "seed" else 1)
     check_number(cfg, "model.embedding.lr", 0.0, strict=True)
     check_number(cfg, "model.embedding.momentum", 0.0)
+    check_number(cfg, "model.embedding.rotation", 0.0)
+    check_number(cfg, "model.embedding.translation", 0.0)
+    sizes = get_value(cfg, "model.embedding.scale")
+    check(
+        len(sizes) == 2 and all(isinstance(v, (int, float)) for v in sizes) and 0 < sizes[0] <= sizes[1],
+        "model.embedding.scale",
+        sizes,
+        "[smallest, largest] digit size, 0 < smallest <= largest",
+    )
     check_choice(cfg, "model.embedding.descriptor", DESCRIPTORS)
 
 
@@ -207,17 +226,24 @@ def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
         data.input_shape,
         embedding,
         num_classes=NUM_CLASSES,
-        init_scale=m.init_scale,
+        candidates=m.candidates,
+        scale=options(m.scale),
         init_weight_std=m.init_weight_std,
         localisation=options(m.localisation),
     )
-    return model, f"{NUM_CLASSES} attention transformers + frozen embedding CNN"
+    return model, f"{NUM_CLASSES} x {m.candidates} attention transformers + frozen embedding CNN"
 
 
 def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> ColocalisationSystem:
-    return ColocalisationSystem(model, **system_settings(cfg, figures_dir), margin=cfg.model.margin)
+    return ColocalisationSystem(
+        model, **system_settings(cfg, figures_dir), iterations=cfg.profile.iterations, margin=cfg.model.margin
+    )
 
 
+CANDIDATES_NOTE = (
+    "{} independently initialised transformers per class trained side by side; each class keeps the one with the "
+    "lowest moving-average training loss (no labels used; paper: one)"
+)
 DESCRIPTOR_NOTES = {
     "activations": "e(.) = its two hidden layers' activations and logits concatenated (the paper's)",
     "activations_unit": "e(.) = its two hidden layers' activations and logits concatenated, scaled to unit length "
@@ -233,17 +259,25 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         notes.append(f"data: sets drawn from {meta['source']} training digits, not the full 60,000-digit MNIST")
     if d.canvas != PAPER_CANVAS or d.per_class != PAPER_PER_CLASS:
         notes.append(f"set: {d.per_class} images per class on {d.canvas}px canvases (paper: 100 on 84px)")
+    e, sc = m.embedding, m.scale
+    optimiser = f"{cfg.optim.name} lr {cfg.optim.lr * cfg.optim.loc_lr_mult:g}" + (
+        f" momentum {cfg.optim.momentum:g}" if cfg.optim.name != "adam" else ""
+    )
+    decay = f", x{p.lr_gamma} every {p.lr_step_every:,}" if p.lr_step_every < p.iterations else ""
     notes += [
         f"schedule (not given by the paper): {p.iterations:,} iterations of {p.batch_size // NUM_CLASSES} images per "
-        f"class, SGD lr {cfg.optim.lr * cfg.optim.loc_lr_mult:g} momentum {cfg.optim.momentum:g}, x{p.lr_gamma} "
-        f"every {p.lr_step_every:,}",
-        f"embedding: the Table 1 CNN (width {m.embedding.width}) trained {m.embedding.iterations} iterations on the "
-        f"plain training digits (the sets' digits included; the paper's training is not given); "
-        + DESCRIPTOR_NOTES[m.embedding.descriptor],
-        f"localisation net (paper: conv 8@9x9 stride 4-pool-FC 8-FC 8): {options(m.localisation)}; start: centred "
-        f"crop of half-side {m.init_scale:g} (normalised)",
+        f"class, {optimiser}{decay}" + (" (paper: SGD)" if cfg.optim.name != "sgd" else ""),
+        f"embedding: the Table 1 CNN (width {e.width}) trained {e.iterations} iterations on the training digits "
+        f"(the sets' digits included) at random poses: rotation ±{e.rotation:g} deg, size {e.scale[0]:g}-"
+        f"{e.scale[1]:g}, shift ±{e.translation:g} (the paper's CNN was trained on Sect. 4.1's distorted digits, "
+        "which distortion is not given); " + DESCRIPTOR_NOTES[e.descriptor],
+        f"localisation net (paper: conv 8@9x9 stride 4-pool-FC 8-FC 8): {options(m.localisation)}",
+        f"attention scale learned in [{sc.floor:g}, ceiling], the ceiling lowered from {sc.ceiling_start:g} to "
+        f"{sc.ceiling_end:g} over the first {sc.ceiling_until:.0%} of training, crops kept inside the canvas; start: "
+        "centred, near the ceiling (paper: unbounded attention, start not given)",
         "10 per-class transformers trained jointly in class-balanced batches (same gradients as 10 separate runs); "
-        "positive = the next image of the same class in the batch, negative = a uniformly placed 28x28 crop",
+        "positives = every other image of the class in the batch, negative = a uniformly placed 28x28 crop",
+        *([CANDIDATES_NOTE.format(m.candidates)] if m.candidates > 1 else []),
         "true box = the digit's 28x28 placement frame (IoU with the ink box: test/localised_ink)",
         "co-localisation is unsupervised on the set: the same images are trained on and evaluated",
     ]
