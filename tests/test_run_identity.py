@@ -11,7 +11,7 @@ import pytest
 from stn_repro import evaluate
 from stn_repro.cli import check_arguments
 from stn_repro.config import ConfigError
-from stn_repro.identity import compose_config, config_hash, protocol_overrides
+from stn_repro.identity import compose_config, config_hash, protocol_overrides, suite_profile_file
 from stn_repro.results.records import load_records
 from stn_repro.train import run
 from tests.test_pipeline import _tiny
@@ -178,12 +178,16 @@ def test_options_at_their_neutral_default_leave_the_hash_as_before():
     assert protocol_overrides(changed) == (["model.theta_to_classifier=true"], False)
 
 
-def test_the_committed_canonical_records_are_current():
-    """Every committed Table 1 / cluttered record is what reproduce would plan today: a config change that alters
-    their hashes (e.g. a new option) would silently orphan them."""
-    for suite in ("table1", "cluttered"):
-        records = load_records(REPO / "results" / "runs", suite)
-        assert len(records) == {"table1": 32, "cluttered": 4}[suite]
-        for record in records:
-            cfg = compose_config([f"experiment={suite}/{record.cell}", f"seed={record.seed}"])
-            assert config_hash(cfg, record.data["checksum"]) == record.config_hash, record.cell
+COMMITTED_RECORDS = {"table1": 32, "cluttered": 4, "addition": 8, "colocalisation": 2, "mnist3d": 2, "rnn_spn": 3}
+
+
+@pytest.mark.parametrize("suite", COMMITTED_RECORDS)
+def test_the_committed_canonical_records_are_current(suite):
+    """Every committed canonical record is what reproduce would plan today (at its suite's profile): a config
+    change that alters their hashes (e.g. a new option) would silently orphan them."""
+    records = load_records(REPO / "results" / "runs", suite)
+    assert len(records) == COMMITTED_RECORDS[suite]
+    for record in records:
+        profile = suite_profile_file(suite, record.profile)
+        cfg = compose_config([f"experiment={suite}/{record.cell}", f"seed={record.seed}", f"profile={profile}"])
+        assert config_hash(cfg, record.data["checksum"]) == record.config_hash, record.cell
