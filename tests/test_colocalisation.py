@@ -222,7 +222,8 @@ def test_every_config_composes_and_validates(cell):
      ("model.scale.floor=0", "model.scale.floor"), ("model.scale.floor=0.5", "model.scale.ceiling_end"),
      ("model.scale.ceiling_start=0.3", "model.scale.ceiling_start"),
      ("model.scale.ceiling_until=0", "model.scale.ceiling_until"),
-     ("model.embedding.scale=[1.2,0.7]", "model.embedding.scale")],
+     ("model.embedding.scale=[1.2,0.7]", "model.embedding.scale"),
+     ("model.embedding.scale=7", "model.embedding.scale")],
 )  # fmt: skip
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

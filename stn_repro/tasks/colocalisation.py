@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from stn_repro.config import check, check_choice, check_number, check_positive_int, get_value
@@ -191,7 +191,10 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "model.embedding.translation", 0.0)
     sizes = get_value(cfg, "model.embedding.scale")
     check(
-        len(sizes) == 2 and all(isinstance(v, (int, float)) for v in sizes) and 0 < sizes[0] <= sizes[1],
+        OmegaConf.is_list(sizes)
+        and len(sizes) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in sizes)
+        and 0 < sizes[0] <= sizes[1],
         "model.embedding.scale",
         sizes,
         "[smallest, largest] digit size, 0 < smallest <= largest",
