@@ -13,14 +13,13 @@ embedding CNN (``conf/experiment/colocalisation/``), averaged over 5 draws of th
 from __future__ import annotations
 
 import argparse
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-from stn_repro.models.colocalisation import CROP_SIZE, DESCRIPTORS, START_LOGIT
+from stn_repro.models.colocalisation import CROP_SIZE, DESCRIPTORS
 from stn_repro.systems.colocalisation import all_pairs_triplet_loss, frame_boxes, random_crops
 from stn_repro.tasks import get_task
 from stn_repro.train import git_revision
@@ -31,26 +30,25 @@ CELLS = ("t", "tc")
 DRAWS = 5
 
 
-def start_scale(scale: dict) -> float:
-    """The transformers' initial half-side (``model.scale``, :data:`START_LOGIT`)."""
-    sigmoid = 1 / (1 + math.exp(-START_LOGIT))
-    return scale["floor"] + (scale["ceiling_start"] - scale["floor"]) * sigmoid
-
-
-START = start_scale({"floor": 0.2, "ceiling_start": 0.8})  # conf/model/coloc.yaml's, checked in main()
-PLACEMENTS = {  # name -> (s, tx, ty) (B, 3) from the true frame's centre (B, 2), s = 28/84
+PLACEMENTS = {  # name -> (s, tx, ty) (B, 3) from the true frame's centre (B, 2), s = 28/84 (the start: placements())
     "true frame": lambda centre, s: torch.cat([s, centre], 1),
     "frame moved 5 px": lambda centre, s: torch.cat([s, centre + torch.tensor([5 / 42, 0.0])], 1),
     "frame moved 10 px": lambda centre, s: torch.cat([s, centre + torch.tensor([10 / 42, 0.0])], 1),
-    f"training start (centred, half-side {START:.2f})": lambda centre, s: torch.cat([0 * s + START, 0 * centre], 1),
     "whole canvas": lambda centre, s: torch.cat([0 * s + 1.0, 0 * centre], 1),
     "blank (outside the canvas)": lambda centre, s: torch.cat([s, 0 * centre + 3.0], 1),
     "random digit-sized crop": lambda centre, s: torch.cat([s, (torch.rand_like(centre) * 2 - 1) * (1 - s)], 1),
 }
 
 
+def placements(start: float) -> dict:
+    """:data:`PLACEMENTS` and the training start: the centred crop of half-side ``start``."""
+    start_row = {f"training start (centred, half-side {start:.2f})": lambda c, s: torch.cat([0 * s + start, 0 * c], 1)}
+    return {**PLACEMENTS, **start_row}
+
+
 def cell_set(cell: str):
-    """``(canvases (N, 1, 84, 84), labels (N,), frame centres (N, 2) normalised, embedding CNN)`` of one cell."""
+    """``(canvases (N, 1, 84, 84), labels (N,), frame centres (N, 2) normalised, embedding CNN, start half-side)``
+    of one cell."""
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose("train", overrides=[f"experiment=colocalisation/{cell}"])
     task = get_task(cfg)
@@ -67,9 +65,7 @@ def cell_set(cell: str):
     size = canvases.shape[-1]
     centre = torch.stack([frames[:, 0] + frames[:, 2], frames[:, 1] + frames[:, 3]], 1) / size - 1
     order = torch.argsort(labels, stable=True)
-    if abs(start_scale(model.scale) - START) > 1e-9:
-        raise SystemExit(f"model.scale {model.scale} starts elsewhere than the table's row; update START")
-    return canvases[order], labels[order], centre[order], model.embedding
+    return canvases[order], labels[order], centre[order], model.embedding, model.start_scale()
 
 
 @torch.no_grad()
@@ -90,11 +86,12 @@ def main() -> None:
     args = parser.parse_args()
     table: dict[tuple[str, str, str], float] = {}
     for cell in CELLS:
-        canvases, labels, centre, embedding = cell_set(cell)
+        canvases, labels, centre, embedding, start = cell_set(cell)
+        rules = placements(start)
         scale = torch.full((len(labels), 1), CROP_SIZE / canvases.shape[-1])
         for descriptor in DESCRIPTORS:
             embedding.descriptor = descriptor
-            for name, rule in PLACEMENTS.items():
+            for name, rule in rules.items():
                 generator = torch.Generator().manual_seed(0)
                 torch.manual_seed(0)  # the random placement
                 table[cell, descriptor, name] = mean_loss(canvases, labels, rule(centre, scale), embedding, generator)
@@ -113,8 +110,8 @@ def main() -> None:
         "| placement | " + " | ".join(f"{cell.upper()}: {d}" for cell, d in columns) + " |",
         "| --- |" + " --- |" * len(columns),
     ]
-    best = {c: min(table[(*c, name)] for name in PLACEMENTS) for c in columns}
-    for name in PLACEMENTS:
+    best = {c: min(table[(*c, name)] for name in rules) for c in columns}
+    for name in rules:
         cells = []
         for c in columns:
             value = table[(*c, name)]

@@ -92,6 +92,7 @@ def test_the_scale_stays_below_the_shrinking_ceiling_and_every_crop_inside_the_c
     model(canvases, labels)
     start = 0.2 + 0.6 * torch.sigmoid(torch.tensor(3.0))
     assert torch.allclose(model.theta, torch.tensor([[start, 0.0, 0.0]] * 4))  # centred, near the ceiling
+    assert model.start_scale() == pytest.approx(float(start))
     for progress, ceiling in ((0.0, 0.8), (0.25, 0.625), (0.5, 0.45), (1.0, 0.45)):
         model.set_training_progress(progress)
         assert all(float(t.ceiling) == pytest.approx(ceiling) for t in model.transformers)
@@ -270,6 +271,8 @@ def test_the_landscapes_true_frame_placement_crops_exactly_the_placed_digit():
     assert torch.allclose(crop, digit, atol=1e-5)
     blank = landscape.PLACEMENTS["blank (outside the canvas)"](centre, scale)
     assert sample(canvas, AttentionFamily().grid(blank, (28, 28))).abs().max() == 0
+    start = landscape.placements(0.77)["training start (centred, half-side 0.77)"](centre, scale)
+    assert start.tolist() == [pytest.approx([0.77, 0.0, 0.0])]
 
 
 def test_a_canonical_suite_keeps_each_cells_optimisation_figure(tmp_path):

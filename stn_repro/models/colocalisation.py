@@ -260,6 +260,11 @@ class ColocalisationModel(nn.Module):
         for transformer in self.transformers:
             transformer.ceiling.fill_(ceiling)
 
+    def start_scale(self) -> float:
+        """The half-side every transformer starts at (centred): ``floor + (ceiling_start − floor) σ(START_LOGIT)``."""
+        c = self.scale
+        return c["floor"] + (c["ceiling_start"] - c["floor"]) / (1 + math.exp(-START_LOGIT))
+
     def chosen(self) -> Tensor:
         """Each class's candidate ``(num_classes,)``: the lowest :attr:`candidate_loss` (the first on a tie)."""
         return self.candidate_loss.argmin(1)
@@ -267,10 +272,10 @@ class ColocalisationModel(nn.Module):
     def forward(self, canvases: Tensor, labels: Tensor, candidate: int | None = None) -> Tensor:
         crops = canvases.new_zeros(len(canvases), canvases.shape[1], CROP_SIZE, CROP_SIZE)
         theta = canvases.new_zeros(len(canvases), 3)
-        chosen = self.chosen().tolist() if candidate is None else None
+        picks = self.chosen().tolist() if candidate is None else [candidate] * len(self.candidate_loss)
         for digit in torch.unique(labels).tolist():
             index = (labels == digit).nonzero().squeeze(1)
-            transformer = self.transformers[digit * self.candidates + (chosen[digit] if chosen else candidate)]
+            transformer = self.transformers[digit * self.candidates + picks[digit]]
             crops = crops.index_copy(0, index, transformer(canvases[index]))
             theta = theta.index_copy(0, index, transformer.theta)
         self.theta = theta
