@@ -15,9 +15,11 @@ from stn_repro.models.colocalisation import (
     EMBEDDING_DEFAULTS,
     ColocalisationModel,
     EmbeddingCNN,
+    background_crops,
     distort_digits,
     embedding_cache_path,
     load_or_train_embedding_cnn,
+    train_embedding_cnn,
 )
 from stn_repro.results.records import load_records
 from stn_repro.results.tables import build_tables
@@ -134,6 +136,30 @@ def test_posed_digits_keep_their_ink_within_the_drawn_ranges():
     assert posed.std(0).max() > 0.2  # the poses differ between samples
 
 
+def test_background_crops_are_blank_or_hold_only_clutter_patches():
+    digits = torch.full((5, 28, 28), 200, dtype=torch.uint8)
+    crops = background_crops(digits, 6, patches=2, generator=torch.Generator().manual_seed(0))
+    assert crops.shape == (6, 28, 28) and crops.dtype == torch.uint8
+    assert (crops[:3] == 0).all()  # the first half blank
+    ink = (crops[3:] > 0).flatten(1).sum(1)
+    assert ((ink >= 36) & (ink <= 2 * 36)).all()  # two 6x6 patches each (they may overlap)
+
+
+def test_background_crops_teach_the_embedding_cnn_that_a_blank_crop_is_no_digit():
+    labels = np.arange(200) % 10
+    images = np.zeros((200, 28, 28), np.uint8)
+    for i, label in enumerate(labels):  # class k: a bar at column 2k + 4, 1 + k // 3 pixels wide
+        images[i, 4:24, 2 * label + 4 : 2 * label + 5 + label // 3] = 255
+    settings = {**EMBEDDING_DEFAULTS, "width": 4, "iterations": 300, "translation": 0.0, "rotation": 0.0}
+    taught = train_embedding_cnn(images, labels, settings, log=lambda line: None)
+    untaught = train_embedding_cnn(images, labels, {**settings, "background": 0.0}, log=lambda line: None)
+    with torch.no_grad():
+        blank = torch.zeros(1, 1, 28, 28)
+        taught, untaught = taught(blank).softmax(1).max(), untaught(blank).softmax(1).max()
+    assert taught < 0.2  # near the uniform 0.1 (measured: 0.12)
+    assert untaught > 0.4  # without them the blank crop reads as a thin bar's class (measured: 0.71)
+
+
 def test_class_balanced_batches_and_the_chosen_set():
     labels = np.repeat(np.arange(10), 7)
     chosen = choose_per_class(labels, 5, seed=0)
@@ -224,7 +250,9 @@ def test_every_config_composes_and_validates(cell):
      ("model.scale.ceiling_start=0.3", "model.scale.ceiling_start"),
      ("model.scale.ceiling_until=0", "model.scale.ceiling_until"),
      ("model.embedding.scale=[1.2,0.7]", "model.embedding.scale"),
-     ("model.embedding.scale=7", "model.embedding.scale")],
+     ("model.embedding.scale=7", "model.embedding.scale"),
+     ("model.embedding.background=1", "model.embedding.background"),
+     ("model.embedding.background_patches=-1", "model.embedding.background_patches")],
 )  # fmt: skip
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

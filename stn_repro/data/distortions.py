@@ -106,7 +106,7 @@ def _source_ink_corners(digits: Tensor) -> Tensor:
     return torch.stack([torch.stack(p, 1) for p in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))], dim=1)
 
 
-def _clutter(
+def paste_clutter(
     canvases: Tensor, digits: Tensor, count: int, size: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
     """Paste ``count`` random ``size``² crops of *other* digits at random places (pixel-wise max).
@@ -306,7 +306,7 @@ class TranslatedCluttered(Distortion):
         corners = _integers(generator, (len(digits), 2), self.canvas - DIGIT_SIZE)  # frame inside the canvas
         images, theta = _place(digits, corners, self.canvas, device)
         boxes = ink_boxes(images)
-        images, clutter = _clutter(images, digits.to(images.device), self.patches, self.patch_size, generator)
+        images, clutter = paste_clutter(images, digits.to(images.device), self.patches, self.patch_size, generator)
         return {
             "images": images.cpu(),
             "labels": labels,
@@ -374,7 +374,9 @@ class ClutteredSequence(Distortion):
         )
         layers = layers.reshape(n, self.length, self.canvas, self.canvas)
         boxes = ink_boxes(layers.reshape(k, self.canvas, self.canvas)).reshape(n, self.length, 4)
-        images, clutter = _clutter(layers.amax(1), digits.to(layers.device), self.patches, self.patch_size, generator)
+        images, clutter = paste_clutter(
+            layers.amax(1), digits.to(layers.device), self.patches, self.patch_size, generator
+        )
         return {
             "images": images.cpu(),
             "labels": labels[members],

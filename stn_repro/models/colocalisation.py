@@ -13,7 +13,8 @@
 
   It is trained here (:func:`train_embedding_cnn`) on the 28×28 training digits, each drawn at a random pose
   (:func:`distort_digits`: rotation, scale and translation, as the Table 1 CNNs of Sect. 4.1 were trained on
-  distorted digits), and cached by :func:`load_or_train_embedding_cnn` under ``<data root>/cache/`` keyed by the
+  distorted digits), with digit-free crops (:func:`background_crops`) trained towards no class, and cached by
+  :func:`load_or_train_embedding_cnn` under ``<data root>/cache/`` keyed by the
   digits' checksum and its settings.
 * :class:`CeilingAttention`: the attention transformer ``(s, tx, ty)`` with its scale learned below a ceiling that
   the training schedule lowers (:meth:`ColocalisationModel.set_training_progress`) and its crop kept inside the canvas.
@@ -41,13 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stn_repro.data.distortions import paste_clutter
 from stn_repro.data.errors import one_line
 from stn_repro.models.classifiers import CNN
 from stn_repro.transformers import AffineFamily, AttentionFamily, SpatialTransformer, conv_localisation, sample
 from stn_repro.utils import atomic_path
 
 CROP_SIZE = 28
-EMBEDDING_FORMAT_VERSION = 3
+EMBEDDING_FORMAT_VERSION = 4
 DESCRIPTORS = ("activations", "activations_unit", "probabilities")
 DEFAULT_DESCRIPTOR = "activations_unit"
 EMBEDDING_DEFAULTS: dict[str, Any] = {
@@ -60,7 +62,10 @@ EMBEDDING_DEFAULTS: dict[str, Any] = {
     "rotation": 45.0,  # training poses: rotation in ±45° (the RTS protocol's),
     "scale": [0.6, 1.3],  # the digit drawn at 0.6-1.3 of its size,
     "translation": 0.35,  # shifted by up to ±0.35 (normalised) in x and y
+    "background": 0.1,  # this fraction of every batch is digit-free crops trained towards no class (uniform)
+    "background_patches": 2,  # clutter patches on half of them (the other half blank)
 }
+BACKGROUND_PATCH_SIZE = 6  # the TC protocol's clutter patch
 START_LOGIT = 3.0  # every transformer starts at s = floor + 0.95 (ceiling − floor), centred
 
 
@@ -110,13 +115,25 @@ def distort_digits(
     return sample(images, AffineFamily().grid(params, images.shape[-2:]))
 
 
+def background_crops(digits: Tensor, count: int, patches: int, generator: torch.Generator) -> Tensor:
+    """``count`` digit-free 28×28 crops ``uint8 (count, 28, 28)``: the first half blank, the rest holding ``patches``
+    random :data:`BACKGROUND_PATCH_SIZE`² pieces of ``digits`` ``uint8 (M, 28, 28)`` (the TC protocol's clutter)."""
+    crops = torch.zeros(count, CROP_SIZE, CROP_SIZE, dtype=torch.uint8)
+    cluttered = crops[count // 2 :]
+    crops[count // 2 :] = paste_clutter(cluttered, digits, patches, BACKGROUND_PATCH_SIZE, generator)[0]
+    return crops
+
+
 def train_embedding_cnn(
     images: np.ndarray, labels: np.ndarray, settings: dict[str, Any], log: Callable[[str], None] = print
 ) -> EmbeddingCNN:
     """Train an :class:`EmbeddingCNN` on digits ``uint8 (N, 28, 28)`` / labels ``(N,)`` (SGD, cross-entropy).
 
     ``settings``: :data:`EMBEDDING_DEFAULTS`' keys (``iterations`` steps of ``batch_size`` random digits, each at
-    a fresh random pose: :func:`distort_digits`; the reported accuracy is on posed digits too).
+    a fresh random pose: :func:`distort_digits`; the reported accuracy is on posed digits too). A ``background``
+    fraction of every batch is replaced by :func:`background_crops`, trained towards the uniform distribution
+    (cross-entropy to no class): without them a blank crop is classified "1" (p = 0.79), so the co-localisation
+    negatives, mostly blank, look like a 1 and push the digit-1 transformer's crops off the digit.
     Deterministic for given digits and settings (its own generator; the global RNG is left untouched).
     """
     generator = torch.Generator().manual_seed(int(settings["seed"]))
@@ -128,9 +145,16 @@ def train_embedding_cnn(
     optimiser = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=settings["momentum"])
     start = time.perf_counter()
     pose = {key: settings[key] for key in ("rotation", "scale", "translation")}
+    digits = torch.from_numpy(np.ascontiguousarray(images))
+    batch = int(settings["batch_size"])
+    empty = round(float(settings["background"]) * batch)
     for _ in range(int(settings["iterations"])):
-        index = torch.randint(len(x), (int(settings["batch_size"]),), generator=generator)
+        index = torch.randint(len(x), (batch - empty,), generator=generator)
         loss = F.cross_entropy(net(distort_digits(x[index], **pose, generator=generator)), y[index])
+        if empty:
+            crops = background_crops(digits, empty, int(settings["background_patches"]), generator)
+            background_loss = -net(crops.float().div_(255.0)[:, None]).log_softmax(1).mean(1)
+            loss = (loss * len(index) + background_loss.sum()) / batch
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -199,6 +199,10 @@ def validate(cfg: DictConfig) -> None:
         sizes,
         "[smallest, largest] digit size, 0 < smallest <= largest",
     )
+    background = get_value(cfg, "model.embedding.background")
+    number = isinstance(background, int | float) and not isinstance(background, bool)
+    check(number and 0 <= background < 1, "model.embedding.background", background, "a fraction in [0, 1)")
+    check_positive_int(cfg, "model.embedding.background_patches", minimum=0)
     check_choice(cfg, "model.embedding.descriptor", DESCRIPTORS)
 
 
@@ -273,7 +277,14 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         f"embedding: the Table 1 CNN (width {e.width}) trained {e.iterations} iterations on the training digits "
         f"(the sets' digits included) at random poses: rotation ±{e.rotation:g} deg, size {e.scale[0]:g}-"
         f"{e.scale[1]:g}, shift ±{e.translation:g} (the paper's CNN was trained on Sect. 4.1's distorted digits, "
-        "which distortion is not given); " + DESCRIPTOR_NOTES[e.descriptor],
+        "which distortion is not given); "
+        + (
+            f"{e.background:.0%} of each batch digit-free crops (half blank, half {e.background_patches} clutter "
+            "patches) trained towards no class (ours: else a blank crop reads '1' and digit 1 is never localised); "
+            if e.background
+            else ""
+        )
+        + DESCRIPTOR_NOTES[e.descriptor],
         f"localisation net (paper: conv 8@9x9 stride 4-pool-FC 8-FC 8): {options(m.localisation)}",
         f"attention scale learned in [{sc.floor:g}, ceiling], the ceiling lowered from {sc.ceiling_start:g} to "
         f"{sc.ceiling_end:g} over the first {sc.ceiling_until:.0%} of training, crops kept inside the canvas; start: "
