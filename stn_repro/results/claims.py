@@ -412,8 +412,8 @@ def _markdown(
         "",
         "Co-localisation (A.2): % of each digit's 100 images whose crop has IoU > 0.5 with the digit's frame; the "
         "claim holds when the worst digit reaches the threshold and is contradicted when its 95% Wilson interval "
-        "lies wholly below it. What the set-up changes against the paper's and why (measured): the deviations of "
-        "`results/table_colocalisation.md`, the README's co-localisation row and "
+        "lies wholly below it. What the set-up changes against the paper's and why, and why a set falls short "
+        "(measured): the deviations of `results/table_colocalisation.md`, the README's co-localisation row and "
         "`results/colocalisation_landscape.md`.",
         "",
         "| set | claim | paper | ours, per digit 0–9 | worst digit [95%] | verdict |",
