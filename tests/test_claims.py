@@ -232,6 +232,9 @@ def test_colocalisation_claims_need_every_digit_at_the_threshold(worst, verdict)
     assert (t.dataset, t.threshold, t.verdict) == ("T", 90.0, verdict)
     assert t.worst[:2] == (3, worst) and t.worst[2] <= worst <= t.worst[3]
     assert tc.verdict == "not run"
+    row = next(line for line in claims._markdown([], [], [t, tc], [record]).splitlines() if line.startswith("| T |"))
+    why = "" if verdict == "holds" else "digit 3 below 90%; why, measured: the README's co-localisation row"
+    assert row.endswith(f"| {verdict} | {why} |")
 
 
 def test_the_command_line_reads_every_claim_suite_of_the_runs_folder(tmp_path, capsys):

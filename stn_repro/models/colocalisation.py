@@ -119,8 +119,7 @@ def background_crops(digits: Tensor, count: int, patches: int, generator: torch.
     """``count`` digit-free 28×28 crops ``uint8 (count, 28, 28)``: the first half blank, the rest holding ``patches``
     random :data:`BACKGROUND_PATCH_SIZE`² pieces of ``digits`` ``uint8 (M, 28, 28)`` (the TC protocol's clutter)."""
     crops = torch.zeros(count, CROP_SIZE, CROP_SIZE, dtype=torch.uint8)
-    cluttered = crops[count // 2 :]
-    crops[count // 2 :] = paste_clutter(cluttered, digits, patches, BACKGROUND_PATCH_SIZE, generator)[0]
+    crops[count // 2 :] = paste_clutter(crops[count // 2 :], digits, patches, BACKGROUND_PATCH_SIZE, generator)[0]
     return crops
 
 
