@@ -472,7 +472,7 @@ def _evidence(results: Sequence[Comparison], poses: Sequence[Pose], evidence: Se
         low, high = wilson_interval(round(err * r.data["n_test"] / 100), r.data["n_test"])
         m = r.metrics
         angle = f"{m['pose/angle_sd_in']:.1f}° → {m['pose/angle_sd_out']:.1f}°" if "pose/angle_sd_out" in m else "—"
-        overrides = ", ".join(f"`{o}`" for o in r.overrides) or "—"
+        overrides = ", ".join(f"`{o}`" for o in [*([f"seed={r.seed}"] if r.seed else []), *r.overrides]) or "—"
         lines.append(
             f"| {r.row} on {model_of(r)[1]} | {overrides} | {err:.1f} [{low:.1f}, {high:.1f}] | {angle} "
             f"| {r.wall_time_s:.0f} s | {r.git_revision} |"
