@@ -139,12 +139,12 @@ def train_embedding_cnn(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
         net = EmbeddingCNN(settings["width"])
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)[:, None]
+    digits = torch.from_numpy(np.ascontiguousarray(images))  # uint8 (N, 28, 28): the background crops' clutter source
+    x = digits.float().div_(255.0)[:, None]
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     optimiser = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=settings["momentum"])
     start = time.perf_counter()
     pose = {key: settings[key] for key in ("rotation", "scale", "translation")}
-    digits = torch.from_numpy(np.ascontiguousarray(images))
     batch = int(settings["batch_size"])
     empty = round(float(settings["background"]) * batch)
     for _ in range(int(settings["iterations"])):
