@@ -172,6 +172,20 @@ def test_inverse_composes_to_identity(name):
     assert torch.allclose(family.inverse(family.inverse(params)), params, atol=1e-9)
 
 
+def test_projective_perspective_scale_is_a_reparametrisation():
+    """Scaled parameters give the plain homography with (g, h) times the scale; the round trip and inverse hold."""
+    g = torch.Generator().manual_seed(6)
+    plain, scaled = get_family("projective"), get_family("projective", perspective_scale=0.1)
+    params = scaled.identity(4, dtype=torch.float64) + 0.3 * torch.randn(4, 8, generator=g, dtype=torch.float64)
+    as_plain = torch.cat([params[:, :6], 0.1 * params[:, 6:]], dim=1)
+    assert torch.allclose(scaled.matrix(params), plain.matrix(as_plain), atol=1e-12)
+    assert torch.allclose(scaled.from_matrix(scaled.matrix(params)), params, atol=1e-12)
+    points = torch.rand(4, 5, 2, generator=g, dtype=torch.float64) * 2 - 1
+    assert torch.allclose(scaled.inverse_points(params, scaled.transform_points(params, points)), points, atol=1e-9)
+    with pytest.raises(ValueError, match="perspective_scale"):
+        get_family("projective", perspective_scale=0.0)
+
+
 def test_tps_has_no_inverse():
     tps = get_family("tps")
     assert not tps.has_inverse

@@ -178,20 +178,35 @@ class TranslationFamily(MatrixFamily):
 
 
 class ProjectiveFamily(MatrixFamily):
-    """Plane homographies; denominators are kept at least :data:`grids.PROJECTIVE_EPS` from zero."""
+    """Plane homographies; denominators are kept at least :data:`grids.PROJECTIVE_EPS` from zero.
+
+    Args:
+        perspective_scale: the homography's perspective row ``(g, h)`` is ``perspective_scale`` times parameters 7
+            and 8. Below 1 it slows those two entries relative to the other six under an optimiser that moves every
+            weight at about the same rate (Adam); 1 (default) is the plain homography.
+    """
 
     name = "projective"
     num_params = 8
+
+    def __init__(self, perspective_scale: float = 1.0) -> None:
+        if not perspective_scale > 0:
+            raise ValueError(f"projective perspective_scale must be > 0, got {perspective_scale}")
+        self.perspective_scale = float(perspective_scale)
 
     def _identity_vector(self) -> Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
 
     def matrix(self, params: Tensor) -> Tensor:
-        return torch.cat([params, torch.ones_like(params[:, :1])], dim=1).reshape(-1, 3, 3)
+        affine_rows, perspective = params[:, :6], params[:, 6:] * self.perspective_scale
+        return torch.cat([affine_rows, perspective, torch.ones_like(params[:, :1])], dim=1).reshape(-1, 3, 3)
 
     def from_matrix(self, matrix: Tensor) -> Tensor:
-        normalised = matrix / grids.safe_denominator(matrix[:, 2:, 2:])
-        return normalised.reshape(-1, 9)[:, :8]
+        normalised = (matrix / grids.safe_denominator(matrix[:, 2:, 2:])).reshape(-1, 9)
+        return torch.cat([normalised[:, :6], normalised[:, 6:8] / self.perspective_scale], dim=1)
+
+    def __repr__(self) -> str:
+        return f"ProjectiveFamily(perspective_scale={self.perspective_scale})"
 
     def grid(self, params: Tensor, out_size: Sequence[int]) -> Tensor:
         self.check_params(params)
