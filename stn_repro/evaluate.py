@@ -27,12 +27,14 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR
 from stn_repro.results.records import RecordError, read_record
 from stn_repro.tasks import get_task
+from stn_repro.train import quiet_lightning
 from stn_repro.utils import atomic_path
+from stn_repro.validation import validate
 
 USAGE = "usage: python -m stn_repro.evaluate RUN [data=<name>] [key=value ...]  (RUN: model folder, record or .ckpt)"
 
@@ -160,7 +162,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from stn_repro.train import quiet_lightning
-
     quiet_lightning()
     sys.exit(main())

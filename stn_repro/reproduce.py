@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from stn_repro.cli import one_line
-from stn_repro.config import ConfigError, check_writable, validate
+from stn_repro.config import ConfigError, check_writable
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR, compose_config, config_hash, protocol_overrides
 from stn_repro.models.cub import PretrainedWeightsError
@@ -48,6 +48,7 @@ from stn_repro.results.claims import (
 from stn_repro.results.records import RecordError, RunRecord, find_record
 from stn_repro.results.tables import TableError, build_not_run_tables, build_tables
 from stn_repro.tasks import get_task, preflight
+from stn_repro.validation import validate
 
 PROFILES = ("auto", "quick", "paper")
 

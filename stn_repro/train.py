@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
 from stn_repro.cli import exit_on_bad_arguments
-from stn_repro.config import ConfigError, check_writable, validate
+from stn_repro.config import ConfigError, check_writable
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
 from stn_repro.identity import config_hash, git_revision, protocol_overrides
@@ -53,6 +53,7 @@ from stn_repro.sweeps import SweepSummary  # noqa: F401 (registers the job_suffi
 from stn_repro.systems import DivergedError
 from stn_repro.tasks import deviations, get_task
 from stn_repro.utils import atomic_path
+from stn_repro.validation import validate
 
 
 def run(

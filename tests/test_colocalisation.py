@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.data.distortions import get_distortion
 from stn_repro.models.colocalisation import (
     EMBEDDING_DEFAULTS,
@@ -34,6 +34,7 @@ from stn_repro.systems.colocalisation import (
 from stn_repro.tasks.colocalisation import ClassBalancedBatches, choose_per_class
 from stn_repro.train import run
 from stn_repro.transformers import AttentionFamily, sample
+from stn_repro.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CELLS = list(OmegaConf.load(CONF / "suites" / "colocalisation.yaml").cells)
@@ -52,6 +53,8 @@ def test_iou_of_hand_made_boxes():
     a = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 4, 4]])
     b = torch.tensor([[0.0, 0, 2, 2], [3, 3, 5, 5], [1, 0, 3, 2], [0, 0, 4, 2]])
     assert box_iou(a, b).tolist() == pytest.approx([1.0, 0.0, 1 / 3, 0.5])
+    point = torch.tensor([[1.0, 1, 1, 1]])
+    assert box_iou(point, point).tolist() == [0.0]  # an empty union counts as no overlap, not NaN
 
 
 def test_attention_and_frame_boxes_in_pixels():

@@ -12,13 +12,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.fast import apply_fast_options
 from stn_repro.models import build_matched_model
 from stn_repro.systems import ClassificationSystem
 from stn_repro.train import config_hash, run
 from stn_repro.transformers import SpatialTransformer, conv_localisation, get_family
 from stn_repro.transformers.sampling import sample
+from stn_repro.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STEPS = 300
@@ -195,29 +196,43 @@ def test_the_fast_options_stay_out_of_the_config_hash(tmp_path, data_root):
     assert config_hash(plain, "x") != config_hash(_config(tmp_path, data_root, "trainer.precision=bf16-mixed"), "x")
 
 
-def _bench_module():
+def _bench_module(name: str = "bench"):
+    """``scripts/bench.py`` or one of its parts (``benchmarks.projection``, ...), imported as the scripts do."""
     import importlib
     import sys
 
     scripts = str(Path(__file__).resolve().parents[1] / "scripts")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
-    return importlib.import_module("bench")
+    return importlib.import_module(name)
 
 
 def test_the_projection_adds_every_cell_seed_and_dataset():
-    bench = _bench_module()
+    models = _bench_module("benchmarks.plan").MODELS
     framework = {f"{model}_{dataset}": {"s_per_step": 0.5 if dataset == "rts" else 0.25, "eval_images_per_s": 1e4}
-                 for model in bench.MODELS for dataset in ("r", "rts")}  # fmt: skip
+                 for model in models for dataset in ("r", "rts")}  # fmt: skip
     generation = {name: {"s": 2.0} for name in ("R", "RTS", "P", "E", "TC")}
     paper = OmegaConf.create({"seeds": [0, 1, 2], "iterations": 150_000, "val_every": 5000, "batch_size": 256})
-    p = bench.projection({"framework": framework, "generation": generation}, paper, batch=128)
+    projection = _bench_module("benchmarks.projection").projection
+    p = projection({"framework": framework, "generation": generation}, paper, batch=128)
     evaluation_s = (30 * 6000 + 10_000) / 1e4
     per_model = 3 * (150_000 * 1.0 + evaluation_s) + 3 * 3 * (150_000 * 0.5 + evaluation_s)  # batch 128 → 256: x2
     assert p["complete"] and p["n_cells"] == 32
     assert p["train_s"] == pytest.approx(8 * per_model)
     assert p["data_s"] == pytest.approx(4 * 2.0 * (3 + 1 / 6))  # R, RTS, P, E: a training set per seed, one test set
     assert p["total_s"] == pytest.approx(p["train_s"] + p["data_s"])
+
+
+def test_the_report_renders_the_committed_figures():
+    """``results/bench.md`` is the rendering of ``results/bench.json``: the committed pair agree byte for byte."""
+    import json
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    text = _bench_module("benchmarks.report").render(json.loads((results / "bench.json").read_text()))
+    assert "## CPU: AMD EPYC, 2 cores" in text and "## GPU: not measured" in text
+    assert "| ST-CNN Aff | 399,426 | 312 | 324 | 228 | 0.964 | 1.37 |" in text  # the three loops on RTS
+    assert "### Projection: the `paper` profile of Table 1 on this device" in text and "**133.0 days**" in text
+    assert text == (results / "bench.md").read_text()
 
 
 @pytest.mark.slow

@@ -8,11 +8,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from stn_repro import reproduce
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.models import STClassifier, build_matched_model, build_model, count_parameters
 from stn_repro.results.records import find_record, load_records
 from stn_repro.systems import ClassificationSystem
 from stn_repro.train import config_hash, run
+from stn_repro.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SUITES = {path.stem: OmegaConf.load(path).cells for path in sorted(CONF.glob("suites/*.yaml")) if path.stem != "smoke"}

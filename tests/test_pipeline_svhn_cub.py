@@ -10,10 +10,11 @@ from omegaconf import OmegaConf
 from svhn_fixture import write_svhn
 
 from stn_repro import reproduce
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.results.records import load_records
 from stn_repro.results.tables import build_tables
 from stn_repro.train import quiet_lightning, run
+from stn_repro.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SVHN_CELLS = list(OmegaConf.load(CONF / "suites" / "svhn.yaml").cells)

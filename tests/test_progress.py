@@ -8,10 +8,11 @@ import torch
 from test_pipeline import _tiny
 from torch.utils.data import DataLoader, TensorDataset
 
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.data.sources import resolve_digits
 from stn_repro.progress import StepProgressBar, duration, suite_line
 from stn_repro.train import run
+from stn_repro.validation import validate
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.models.recurrent import RecurrentSPN, SequenceCNN, build_sequence_model
 from stn_repro.results.records import load_records
 from stn_repro.results.stats import unpack_outcomes
@@ -21,6 +21,7 @@ from stn_repro.systems.digits import DigitSequenceSystem
 from stn_repro.tasks import sequences
 from stn_repro.train import run
 from stn_repro.transformers import get_family, sample
+from stn_repro.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CELLS = list(OmegaConf.load(CONF / "suites" / "rnn_spn.yaml").cells)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from test_pipeline import CONF, _tiny, tiny_overrides
 
 from stn_repro import reproduce
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.data.modules import TensorBatches, batch_count
 from stn_repro.data.svhn import CroppedBatches
 from stn_repro.data.volumes import ExtrudedVolumes, VolumeBatches
@@ -25,6 +25,7 @@ from stn_repro.scaling import check_launch, resume_checkpoint
 from stn_repro.systems import ClassificationSystem
 from stn_repro.tasks import get_task
 from stn_repro.train import run
+from stn_repro.validation import validate
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stn_repro.config import ConfigError, validate
+from stn_repro.config import ConfigError
 from stn_repro.data import sources
 from stn_repro.data.volumes import ExtrudedVolumes, VolumeMNISTDataModule, rotation_matrices
 from stn_repro.models import count_parameters
@@ -17,6 +17,7 @@ from stn_repro.results.records import load_records
 from stn_repro.results.tables import build_tables
 from stn_repro.train import run
 from stn_repro.transformers import Affine3dFamily, sample
+from stn_repro.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CELLS = list(OmegaConf.load(CONF / "suites" / "mnist3d.yaml").cells)

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torchmetrics
 from torch import Tensor
+from torchvision.ops import box_iou as pairwise_box_iou
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from stn_repro.models.colocalisation import CROP_SIZE
@@ -46,13 +47,7 @@ CANDIDATE_LOSS_DECAY = 0.98  # the moving average of each candidate's loss that 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
     """Intersection over union of paired boxes ``(B, 4)`` ``(x0, y0, x1, y1)`` → ``(B,)``; 0 where the union is 0."""
-    width = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
-    height = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
-    intersection = width * height
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    union = area_a + area_b - intersection
-    return torch.where(union > 0, intersection / union.clamp(min=1e-12), torch.zeros_like(union))
+    return pairwise_box_iou(a, b).diagonal().nan_to_num(0.0)
 
 
 def attention_boxes(theta: Tensor, size: tuple[int, int]) -> Tensor:

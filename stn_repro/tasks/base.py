@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from stn_repro.config import check
 from stn_repro.systems import ClassificationSystem
 
 PAPER_SCHEDULES = {
@@ -77,7 +78,5 @@ def schedule_deviations(cfg: DictConfig, kind: str) -> list[str]:
 
 def check_no_theta_supervision(cfg: DictConfig) -> None:
     """Tasks whose data holds no true transform cannot supervise θ (``optim.theta_loss_weight`` must be 0)."""
-    from stn_repro.config import check
-
     weight = cfg.optim.theta_loss_weight
     check(not weight, "optim.theta_loss_weight", weight, f"0: the {cfg.data.kind} data holds no true transform")

@@ -29,8 +29,8 @@ from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models.recurrent import SEQ_MODEL_KINDS, build_sequence_model, classifier_output_size
 from stn_repro.systems.classification import ClassificationSystem
 from stn_repro.systems.digits import DigitSequenceSystem
-from stn_repro.tasks import mnist
 from stn_repro.tasks.base import Task, check_no_theta_supervision, options, system_settings
+from stn_repro.tasks.mnist import data as mnist_data
 from stn_repro.transformers import FAMILIES
 
 PAPER_ITERATIONS = 180_000  # 300 epochs x 600 iterations (60,000 sequences at batch 100) [code]
@@ -74,7 +74,7 @@ def validate(cfg: DictConfig) -> None:
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
     """The SEQ canvases, through the distorted-MNIST data module (the same builder as Table 1)."""
-    return mnist.data(cfg)
+    return mnist_data(cfg)
 
 
 def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:

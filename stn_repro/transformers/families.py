@@ -23,7 +23,16 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from stn_repro.transformers import grids
+from stn_repro.transformers.grids import (
+    affine_grid,
+    apply_affine,
+    apply_homography,
+    control_grid,
+    projective_grid,
+    safe_denominator,
+    tps_grid,
+    tps_weights,
+)
 
 
 class TransformFamily:
@@ -91,11 +100,11 @@ class MatrixFamily(TransformFamily):
 
     def grid(self, params: Tensor, out_size: Sequence[int]) -> Tensor:
         self.check_params(params)
-        return grids.affine_grid(self.matrix(params)[:, : self.spatial_dims], self.check_out_size(out_size))
+        return affine_grid(self.matrix(params)[:, : self.spatial_dims], self.check_out_size(out_size))
 
     def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
         self.check_params(params)
-        return grids.apply_affine(self.matrix(params)[:, : self.spatial_dims], points)
+        return apply_affine(self.matrix(params)[:, : self.spatial_dims], points)
 
     def inverse(self, params: Tensor) -> Tensor:
         self.check_params(params)
@@ -178,7 +187,7 @@ class TranslationFamily(MatrixFamily):
 
 
 class ProjectiveFamily(MatrixFamily):
-    """Plane homographies; denominators are kept at least :data:`grids.PROJECTIVE_EPS` from zero.
+    """Plane homographies; denominators are kept at least :data:`PROJECTIVE_EPS` from zero.
 
     Args:
         perspective_scale: the homography's perspective row ``(g, h)`` is ``perspective_scale`` times parameters 7
@@ -202,7 +211,7 @@ class ProjectiveFamily(MatrixFamily):
         return torch.cat([affine_rows, perspective, torch.ones_like(params[:, :1])], dim=1).reshape(-1, 3, 3)
 
     def from_matrix(self, matrix: Tensor) -> Tensor:
-        normalised = (matrix / grids.safe_denominator(matrix[:, 2:, 2:])).reshape(-1, 9)
+        normalised = (matrix / safe_denominator(matrix[:, 2:, 2:])).reshape(-1, 9)
         return torch.cat([normalised[:, :6], normalised[:, 6:8] / self.perspective_scale], dim=1)
 
     def __repr__(self) -> str:
@@ -210,11 +219,11 @@ class ProjectiveFamily(MatrixFamily):
 
     def grid(self, params: Tensor, out_size: Sequence[int]) -> Tensor:
         self.check_params(params)
-        return grids.projective_grid(self.matrix(params), self.check_out_size(out_size))
+        return projective_grid(self.matrix(params), self.check_out_size(out_size))
 
     def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
         self.check_params(params)
-        return grids.apply_homography(self.matrix(params), points)
+        return apply_homography(self.matrix(params), points)
 
 
 class ThinPlateSplineFamily(TransformFamily):
@@ -238,17 +247,17 @@ class ThinPlateSplineFamily(TransformFamily):
         self.num_params = 2 * self.grid_size**2
 
     def _identity_vector(self) -> Tensor:
-        return grids.control_grid(self.grid_size, dtype=torch.float64).reshape(-1)
+        return control_grid(self.grid_size, dtype=torch.float64).reshape(-1)
 
     def grid(self, params: Tensor, out_size: Sequence[int]) -> Tensor:
         self.check_params(params)
         size = self.check_out_size(out_size)
-        return grids.tps_grid(params.reshape(params.shape[0], -1, 2), size, self.grid_size, self.regularisation)
+        return tps_grid(params.reshape(params.shape[0], -1, 2), size, self.grid_size, self.regularisation)
 
     def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
         self.check_params(params)
         b, n, _ = points.shape
-        weights = grids.tps_weights(points.reshape(-1, 2), self.grid_size, self.regularisation)
+        weights = tps_weights(points.reshape(-1, 2), self.grid_size, self.regularisation)
         return weights.reshape(b, n, -1) @ params.reshape(b, -1, 2)
 
     def __repr__(self) -> str:

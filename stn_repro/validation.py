@@ -1,0 +1,99 @@
+"""Checks of a composed run configuration (``conf/train.yaml``): every bad value is reported by key, in one line,
+before anything runs. Each task adds its own checks (:mod:`stn_repro.tasks`)."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from stn_repro.config import ConfigError, check, check_choice, check_number, check_positive_int, get_value
+from stn_repro.fast import COMPILE_MODES, CUDA_ONLY_COMPILE_MODES
+from stn_repro.results.reference import paper_value
+from stn_repro.systems.classification import OPTIMIZERS
+from stn_repro.tasks import TASKS
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first invalid value of a composed ``conf/train.yaml`` configuration."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as error:  # an interpolation to a missing key, a bad resolver, ...
+        raise ConfigError(f"config error: {str(error).splitlines()[0]}") from None
+
+    check_choice(cfg, "data.kind", sorted(TASKS))
+    TASKS[get_value(cfg, "data.kind")].validate(cfg)
+    for key in ("iterations", "batch_size", "lr_step_every", "val_every"):
+        check_positive_int(cfg, f"profile.{key}")
+    check_number(cfg, "profile.lr_gamma", 0.0, strict=True)
+    milestones = OmegaConf.select(cfg, "profile.lr_milestones")
+    check(
+        milestones is None or all(isinstance(m, int) and m > 0 for m in milestones),
+        "profile.lr_milestones",
+        milestones,
+        "null or a list of positive iteration counts",
+    )
+    seeds = get_value(cfg, "profile.seeds")
+    check(len(seeds) > 0 and all(isinstance(s, int) for s in seeds), "profile.seeds", seeds, "a list of integers")
+    check_positive_int(cfg, "seed", minimum=0)
+    check_choice(cfg, "optim.name", OPTIMIZERS)
+    check_number(cfg, "optim.lr", 0.0, strict=True)
+    check_number(cfg, "optim.momentum", 0.0)
+    check_number(cfg, "optim.weight_decay", 0.0)
+    check_number(cfg, "optim.loc_lr_mult", 0.0)
+    check_number(cfg, "optim.grad_clip", 0.0)
+    check_number(cfg, "optim.theta_loss_weight", 0.0)
+    check_choice(cfg, "trainer.accelerator", ACCELERATORS)
+    check(isinstance(get_value(cfg, "rerun"), bool), "rerun", get_value(cfg, "rerun"), "true or false")
+    check_positive_int(cfg, "trainer.num_nodes")
+    check_trainer_processes(cfg)
+    check_fast_path(cfg)
+    check_positive_int(cfg, "progress.every")
+    for flag in ("logger.csv", "logger.wandb"):
+        check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
+    paper = get_value(cfg, "paper")
+    if paper is not None:
+        try:
+            paper_value(paper.table, paper.row, paper.column)
+        except KeyError as error:
+            raise ConfigError(
+                f"config error: paper={OmegaConf.to_container(paper)} names no reference cell ({error})"
+            ) from None
+    accelerator = get_value(cfg, "trainer.accelerator")  # last: every value above is wrong on any machine
+    check(accelerator not in ("gpu", "cuda") or torch.cuda.is_available(), "trainer.accelerator", accelerator,
+          "cpu here: no CUDA device is visible (torch.cuda.is_available() is False); use trainer=cpu")  # fmt: skip
+
+
+def check_trainer_processes(cfg: DictConfig) -> None:
+    """Devices, strategy and batch of a job on ``trainer.devices × trainer.num_nodes`` processes: several need
+    DDP, and the profile's batch (the global batch) must split into equal shares."""
+    check_positive_int(cfg, "trainer.devices")
+    check_choice(cfg, "trainer.strategy", STRATEGIES)
+    sync = OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False)
+    check(isinstance(sync, bool), "trainer.sync_batchnorm", sync, "true or false")
+    processes = get_value(cfg, "trainer.devices") * get_value(cfg, "trainer.num_nodes")
+    strategy = get_value(cfg, "trainer.strategy")
+    check(processes == 1 or strategy != "auto", "trainer.strategy", strategy,
+          f"ddp or ddp_spawn for {processes} processes (trainer.devices x trainer.num_nodes)")  # fmt: skip
+    batch = get_value(cfg, "profile.batch_size")
+    check(batch % processes == 0, "profile.batch_size", batch,
+          f"a multiple of the {processes} processes (trainer.devices x trainer.num_nodes): each takes an equal "
+          "share of the global batch")  # fmt: skip
+
+
+def check_fast_path(cfg: DictConfig) -> None:
+    """``trainer.precision`` and the ``fast`` options (:mod:`stn_repro.fast`)."""
+    check_choice(cfg, "trainer.precision", PRECISIONS)
+    accelerator, precision = get_value(cfg, "trainer.accelerator"), get_value(cfg, "trainer.precision")
+    check(precision != "16-mixed" or accelerator in ("gpu", "cuda"), "trainer.precision", precision,
+          f"32-true or bf16-mixed on trainer.accelerator={accelerator} (16-mixed needs a GPU)")  # fmt: skip
+    check_positive_int(cfg, "fast.log_every")
+    for flag in ("fast.channels_last", "fast.compile"):
+        check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
+    check_choice(cfg, "fast.compile_mode", COMPILE_MODES)
+    mode = get_value(cfg, "fast.compile_mode")
+    check(mode not in CUDA_ONLY_COMPILE_MODES or accelerator in ("gpu", "cuda"), "fast.compile_mode", mode,
+          f"default or max-autotune on trainer.accelerator={accelerator} ({mode}: CUDA graphs, GPU only)")  # fmt: skip
