@@ -1,0 +1,303 @@
+"""The timed training loops over one Table 1 cell, each a figure of images/s (median of timed windows) and peak
+memory: the framework's real run timed by a callback, a bare PyTorch loop, the PyTorch STN tutorial's loop, several
+framework runs at once in separate processes, and the forward-only evaluation rate."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from bench_models import synchronize, time_windows
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from benchmarks.idx import write_mnist_folder
+from benchmarks.plan import CONF, SCRIPT
+from stn_repro.fast import apply_fast_options
+from stn_repro.tasks import get_task
+from stn_repro.train import run
+
+RESULT_PREFIX = "BENCH-RESULT "  # the line of a ``--worker`` run that carries its figures (JSON)
+
+
+# -- measuring -----------------------------------------------------------------------------------------------------
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA allocator peak, or the process's peak resident set (``VmHWM``) on CPU."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb(device: torch.device, pid: int | str = "self") -> float | None:
+    """Peak MiB since :func:`reset_peak_memory`: CUDA memory allocated, or on CPU process ``pid``'s peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return kib / 1024 if kib is not None else None
+
+
+def child_pids() -> list[int]:
+    """Process ids of this process's children (e.g. DataLoader workers), from ``/proc``."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+    return pids
+
+
+def summary(seconds_per_step: list[float], batch: int, **extra: Any) -> dict[str, Any]:
+    """Images/s of the median window, and the raw windows."""
+    median = statistics.median(seconds_per_step)
+    return {"images_per_s": batch / median, "s_per_step": median, "windows_s_per_step": seconds_per_step, **extra}
+
+
+def combine_rounds(rounds: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """One path's measurements of several rounds as one: images/s of the median window over all rounds, each
+    round's own figure in ``rounds_images_per_s``, the highest peak memory."""
+    key = "windows_s_per_step" if "windows_s_per_step" in rounds[0] else "windows_images_per_s"
+    windows = [window for result in rounds for window in result[key]]
+    rates = [batch / window for window in windows] if key == "windows_s_per_step" else windows
+    combined = {**rounds[0], key: windows, "images_per_s": statistics.median(rates)}
+    combined["s_per_step"] = batch / combined["images_per_s"]
+    combined["rounds_images_per_s"] = [result["images_per_s"] for result in rounds]
+    peaks = [result["peak_mb"] for result in rounds if result.get("peak_mb") is not None]
+    combined["peak_mb"] = max(peaks, default=None)
+    if "worker_peak_mb" in rounds[0]:
+        combined["worker_peak_mb"] = max(result["worker_peak_mb"] for result in rounds)
+    return combined
+
+
+class WindowTimer(pl.Callback):
+    """Times ``windows`` windows of ``steps`` training steps after ``warmup`` steps inside ``trainer.fit``: window
+    boundaries at the start of a step, the device synchronised there only; counts the images of every batch."""
+
+    def __init__(self, warmup: int, windows: int, steps: int) -> None:
+        self.boundaries = [warmup + k * steps for k in range(windows + 1)]
+        self.marks: list[tuple[float, int]] = []
+        self.images = 0
+        self.started: float | None = None
+        self.peak_mb: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args) -> None:
+        step = trainer.global_step
+        if self.started is None:
+            self.started = time.perf_counter()
+        if step in self.boundaries:
+            synchronize(pl_module.device)
+            self.marks.append((time.perf_counter(), self.images))
+            if step == self.boundaries[0]:
+                reset_peak_memory(pl_module.device)
+            if step == self.boundaries[-1]:
+                self.peak_mb = peak_memory_mb(pl_module.device)
+        self.images += len(batch[1])
+
+    def result(self) -> dict[str, Any]:
+        if len(self.marks) != len(self.boundaries):
+            raise RuntimeError(f"the run stopped before the last timed window ({len(self.marks)} boundaries)")
+        windows = [(t1 - t0, n1 - n0) for (t0, n0), (t1, n1) in zip(self.marks, self.marks[1:], strict=False)]
+        rates = [images / seconds for seconds, images in windows]
+        steps = self.boundaries[1] - self.boundaries[0]
+        return {
+            "images_per_s": statistics.median(rates),
+            "s_per_step": statistics.median(seconds / steps for seconds, _ in windows),
+            "windows_images_per_s": rates,
+            "warmup_s": self.marks[0][0] - self.started,
+            "peak_mb": self.peak_mb,
+        }
+
+
+# -- the three loops -----------------------------------------------------------------------------------------------
+
+
+def compose_cell(cell: str, args: argparse.Namespace, work: Path, *overrides: str) -> DictConfig:
+    """The run configuration of Table 1 ``cell`` (e.g. ``st_cnn_aff_rts``) on the paper profile, timed steps only."""
+    iterations = args.warmup + args.windows * args.steps + 1  # +1: the last window ends where the last step starts
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                f"experiment=table1/{cell}",
+                "profile=paper",
+                f"profile.iterations={iterations}",
+                f"profile.val_every={iterations}",
+                f"profile.batch_size={args.batch}",
+                "trainer=gpu" if args.device.startswith("cuda") else "trainer=cpu",
+                "data.source=idx",
+                f"data.val_size={args.val_size}",
+                f"paths.data={args.data_root}",
+                f"paths.runs={work / 'runs'}",
+                f"paths.variants={work / 'runs'}",
+                f"paths.models={work / 'models'}",
+                f"paths.checkpoints={work / 'checkpoints'}",
+                *overrides,
+            ],
+        )
+
+
+def framework_path(cell: str, args: argparse.Namespace, work: Path, *overrides: str) -> dict[str, Any]:
+    """Path 1: ``stn_repro.train.run`` with a :class:`WindowTimer` (its output lines go to a buffer)."""
+    timer = WindowTimer(args.warmup, args.windows, args.steps)
+    folder = Path(tempfile.mkdtemp(prefix=f"{cell}-", dir=work))
+    with contextlib.redirect_stdout(io.StringIO()):
+        record = run(compose_cell(cell, args, folder, *overrides), folder / "out", callbacks=[timer])
+    if record.status != "finished":
+        raise RuntimeError(f"{cell} {' '.join(overrides)}: the run {record.status}")
+    return {**timer.result(), "params": record.params}
+
+
+def cell_data_and_model(cell: str, args: argparse.Namespace, work: Path) -> tuple[Any, torch.nn.Module, DictConfig]:
+    """The data module (set up, from the cache path 1 built) and a fresh model seeded as ``run`` seeds it."""
+    cfg = compose_cell(cell, args, work)
+    task = get_task(cfg)
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = task.data(cfg)
+        data.prepare_data()
+        data.setup()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model, _ = task.model(cfg, data)
+    return data, model, cfg
+
+
+def float_images(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` → float32 ``(N, 1, H, W)`` in [0, 1], as the data module's batches."""
+    return torch.from_numpy(images).float().div_(255.0)[:, None]
+
+
+def evaluation_rate(model: torch.nn.Module, data: Any, args, device: torch.device) -> float:
+    """Forward-only images/s of ``model`` in eval mode on training batches (the projection's validation and test)."""
+    images = float_images(data.splits["train"]["images"][: args.batch]).to(device)
+    model.to(device).eval()
+    with torch.no_grad():
+        times = time_windows(lambda: model(images), device, 1, args.windows, args.steps)
+    return args.batch / statistics.median(times)
+
+
+def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device) -> dict[str, Any]:
+    """Path 2: SGD on pre-loaded tensors on ``device``, batches by index from a seeded permutation; the model with
+    the same ``fast`` options as the framework's defaults (e.g. channels-last), so that 1 vs 2 is the framework's
+    overhead alone."""
+    train = data.splits["train"]
+    images, labels = float_images(train["images"]).to(device), torch.from_numpy(train["labels"]).to(device)
+    apply_fast_options(model, cfg.fast).to(device).train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    generator = torch.Generator().manual_seed(0)
+    batch, state = args.batch, {"order": torch.randperm(len(labels), generator=generator).to(device), "next": 0}
+
+    def step() -> None:
+        if state["next"] + batch > len(labels):
+            state["order"], state["next"] = torch.randperm(len(labels), generator=generator).to(device), 0
+        index = state["order"][state["next"] : state["next"] + batch]
+        state["next"] += batch
+        optimiser.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images[index]), labels[index]).backward()
+        optimiser.step()
+
+    synchronize(device)
+    reset_peak_memory(device)
+    times = time_windows(step, device, args.warmup, args.windows, args.steps)
+    return summary(times, batch, peak_mb=peak_memory_mb(device))
+
+
+def tutorial_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device, work: Path):
+    """Path 3: the PyTorch STN tutorial's training loop over ``torchvision.datasets.MNIST`` holding the same images."""
+    from torchvision import datasets, transforms
+
+    train, test = data.splits["train"], data.splits["test"]
+    root = write_mnist_folder(
+        Path(tempfile.mkdtemp(prefix="tutorial-", dir=work)),
+        (train["images"], train["labels"]),
+        (test["images"][:16], test["labels"][:16]),
+    )
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers)
+    model.to(device).train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    null = open(os.devnull, "w")  # noqa: SIM115 (closed below)
+
+    def batches():
+        epoch = 0
+        while True:
+            for batch_idx, (inputs, target) in enumerate(loader):
+                yield epoch, batch_idx, inputs, target
+            epoch += 1
+
+    stream = batches()
+
+    def step() -> None:
+        epoch, batch_idx, inputs, target = next(stream)
+        inputs, target = inputs.to(device), target.to(device)
+        optimiser.zero_grad()
+        output = model(inputs)
+        loss = F.nll_loss(F.log_softmax(output, dim=1), target)
+        loss.backward()
+        optimiser.step()
+        if batch_idx % 500 == 0:
+            print(
+                f"Train Epoch: {epoch} [{batch_idx * len(inputs)}/{len(dataset)}]\tLoss: {loss.item():.6f}", file=null
+            )
+
+    synchronize(device)
+    reset_peak_memory(device)
+    times = time_windows(step, device, args.warmup, args.windows, args.steps)
+    peak = peak_memory_mb(device)
+    workers = [peak_memory_mb(torch.device("cpu"), pid) for pid in child_pids()]
+    stream.close()
+    null.close()
+    return summary(times, args.batch, peak_mb=peak, workers=args.workers, worker_peak_mb=sum(filter(None, workers)))
+
+
+# -- several runs at once ------------------------------------------------------------------------------------------
+
+
+def concurrent_runs(cell: str, processes: int, threads: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``processes`` framework runs of ``cell`` started together, ``threads`` torch threads each: images/s of each
+    (its median window) and their sum; the runs time the same steps, so their windows overlap."""
+    command = [sys.executable, str(SCRIPT), "--worker", cell, "--threads", str(threads)]
+    command += ["--device", args.device, "--batch", str(args.batch), "--val-size", str(args.val_size)]
+    command += ["--warmup", str(args.warmup), "--windows", str(args.windows), "--steps", str(args.steps)]
+    command += ["--data-root", str(args.data_root), "--work", str(args.work)]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    children = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+        for _ in range(processes)
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate()
+        lines = [line for line in out.splitlines() if line.startswith(RESULT_PREFIX)]
+        if child.returncode or not lines:
+            raise RuntimeError(f"benchmark worker failed ({child.returncode}): {err.strip()[-2000:]}")
+        results.append(json.loads(lines[-1].removeprefix(RESULT_PREFIX)))
+    rates = [r["images_per_s"] for r in results]
+    return {"processes": processes, "threads": threads, "images_per_s_each": rates, "images_per_s": sum(rates)}
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One of :func:`concurrent_runs`' processes (``scripts/bench.py --worker CELL``): its figures on one line."""
+    torch.set_num_threads(args.threads)
+    result = framework_path(args.worker, args, args.work)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0

@@ -1,0 +1,37 @@
+"""What the benchmark measures: the Table 1 models and input sizes, and the fast-path option sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+SCRIPT = ROOT / "scripts" / "bench.py"  # the command line; its ``--worker`` mode is one of several concurrent runs
+MODELS = ("fcn", "cnn", "st_fcn_aff", "st_fcn_proj", "st_fcn_tps", "st_cnn_aff", "st_cnn_proj", "st_cnn_tps")
+NAMES = {
+    "fcn": "FCN",
+    "cnn": "CNN",
+    "st_fcn_aff": "ST-FCN Aff",
+    "st_fcn_proj": "ST-FCN Proj",
+    "st_fcn_tps": "ST-FCN TPS",
+    "st_cnn_aff": "ST-CNN Aff",
+    "st_cnn_proj": "ST-CNN Proj",
+    "st_cnn_tps": "ST-CNN TPS",
+}
+SIZE_OF = {"r": 28, "p": 28, "e": 28, "rts": 42}  # Table 1's datasets: R, P and E share the 28×28 models
+BASELINE = "every option off"
+OPTIONS = {  # label → overrides of the framework path; each option alone on top of BASELINE (the first row)
+    BASELINE: ["fast.channels_last=false", "fast.compile=false", "trainer.precision=32-true"],
+    "defaults (conf/train.yaml)": [],
+    "log and check every step (fast.log_every=1; for comparison)": ["fast.log_every=1"],
+    "channels-last (fast.channels_last=true)": ["fast.channels_last=true"],
+    "bf16 mixed, sampler fp32 (trainer.precision=bf16-mixed)": ["trainer.precision=bf16-mixed"],
+    "torch.compile (fast.compile=true)": ["fast.compile=true"],
+    "CUDA graphs (fast.compile=true fast.compile_mode=reduce-overhead)": [
+        "fast.compile=true",
+        "fast.compile_mode=reduce-overhead",
+    ],
+}
+CUDA_ONLY = ("CUDA graphs (fast.compile=true fast.compile_mode=reduce-overhead)",)
+NOT_CANDIDATES = (BASELINE, "defaults (conf/train.yaml)", "log and check every step (fast.log_every=1; for comparison)")
+WINS = 1.05  # an option "wins" with at least 5% more images/s than the defaults, measured in the same run
