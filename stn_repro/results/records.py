@@ -16,14 +16,26 @@ so a crash leaves either the old record or the new one; a corrupt or invalid fil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import (
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+    with_config,
+)
+from pydantic.dataclasses import dataclass
+from typing_extensions import TypedDict  # pydantic needs it, not typing's, on Python < 3.12
 
 from stn_repro.utils import atomic_path
 
@@ -46,23 +58,57 @@ STATUSES = ("finished", "diverged")
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 _RECORD_FILE = re.compile(r"seed(\d+)-([0-9a-f]{16})\.json")
-# Required keys of RunRecord.data and their types (extra keys, e.g. "location", are kept).
-_DATA_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "source": str,
-    "digits": str,
-    "full_dataset": bool,
-    "n_train": int,
-    "n_val": int,
-    "n_test": int,
-    "checksum": str,
-}
+# Strict: a bool is not an int or float (JSON true is not 1), an int is a float, None only where annotated.
+_STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class _Data(TypedDict):
+    """Required keys of ``RunRecord.data`` (extra keys, e.g. ``"location"``, are kept)."""
+
+    source: str
+    digits: str
+    full_dataset: bool
+    n_train: int
+    n_val: int
+    n_test: int
+    checksum: str
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class _Outcomes(TypedDict):
+    n: int
+    wrong: str
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class _Histogram(TypedDict):
+    edges: list[float]
+    before: list[int]
+    after: list[int]
 
 
 class RecordError(ValueError):
     """A run record is invalid, or its file is missing, corrupt, half-written or misplaced."""
 
 
-@dataclass(frozen=True)
+def _one_line_errors(cls: type) -> type:
+    """Make ``cls(...)`` raise :class:`RecordError` with pydantic's first error as one line, not ``ValidationError``."""
+    validate = cls.__init__
+
+    @functools.wraps(validate)
+    def __init__(self: object, *args: Any, **kwargs: Any) -> None:
+        try:
+            validate(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise RecordError(_first_error(exc)) from exc
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_one_line_errors
+@dataclass(frozen=True, config=_STRICT)
 class RunRecord:
     """The outcome and provenance of one training run (one cell of a table, one seed).
 
@@ -113,7 +159,7 @@ class RunRecord:
     canonical: bool
     status: str
     metrics: dict[str, float] | None
-    data: dict[str, Any]
+    data: _Data
     params: int
     iterations: int
     batch_size: int
@@ -123,11 +169,93 @@ class RunRecord:
     config_hash: str
     created: str
     deviations: list[str]
-    outcomes: dict[str, Any] | None = None
-    pose: dict[str, Any] | None = None
+    outcomes: _Outcomes | None = None
+    pose: dict[str, _Histogram] | None = None
 
-    def __post_init__(self) -> None:
-        _validate(self)
+    # Pydantic checks the types above; these validators check what types cannot say. Each raises one line.
+
+    @field_validator("wall_time_s", "metrics", "data", "outcomes", "pose", mode="wrap")
+    @classmethod
+    def _as_given(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Type-check, but keep the value as given: pydantic would turn ``95`` into ``95.0`` and reorder ``data``."""
+        handler(value)
+        return value
+
+    @field_validator("suite", "cell")
+    @classmethod
+    def _folder_name(cls, value: str, info: ValidationInfo) -> str:
+        _check_name(info.field_name, value)
+        return value
+
+    @field_validator("table", "row", "profile", "device", "git_revision", "config_hash")
+    @classmethod
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            raise ValueError(f"field {info.field_name!r} is empty")
+        return value
+
+    @field_validator("seed", "params", "iterations", "batch_size")
+    @classmethod
+    def _not_negative(cls, value: int, info: ValidationInfo) -> int:
+        if value < 0:
+            raise ValueError(f"field {info.field_name!r} is {value}; expected a value >= 0")
+        return value
+
+    @field_validator("wall_time_s")
+    @classmethod
+    def _finite_time(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"field 'wall_time_s' is {value!r}; expected a finite value >= 0")
+        return value
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, value: str) -> str:
+        if value not in STATUSES:
+            raise ValueError(f"field 'status' is {value!r}; expected one of {', '.join(STATUSES)}")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite_metrics(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, number in (value or {}).items():
+            if not math.isfinite(number):
+                raise ValueError(
+                    f"metric {name!r} is {number!r}; expected a finite number (record a NaN/inf run as 'diverged')"
+                )
+        return value
+
+    @field_validator("created")
+    @classmethod
+    def _iso_time(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"field 'created' is {value!r}; expected an ISO 8601 time") from None
+        return value
+
+    @field_validator("pose")
+    @classmethod
+    def _histograms(cls, value: dict[str, _Histogram] | None) -> dict[str, _Histogram] | None:
+        for name, histogram in (value or {}).items():
+            if not len(histogram["before"]) == len(histogram["after"]) == len(histogram["edges"]) - 1:
+                raise ValueError(
+                    f"field 'pose' [{name!r}] must be {{'edges': [k+1 numbers], 'before'/'after': [k counts]}}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunRecord:
+        if self.status == "diverged" and self.metrics is not None:
+            raise ValueError("a diverged run must have metrics None, never numbers")
+        if self.status == "finished" and not self.metrics:
+            raise ValueError("a finished run needs a non-empty metrics dict")
+        if self.canonical and self.overrides:
+            raise ValueError("a canonical record has no overrides")
+        n_test = self.data["n_test"]
+        if self.outcomes is not None and (self.outcomes["n"] < n_test or self.outcomes["n"] % max(n_test, 1)):
+            raise ValueError(f"field 'outcomes' must be {{'n': a multiple of n_test ({n_test}), 'wrong': base64}}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy, with ``record_format`` first."""
@@ -221,7 +349,7 @@ def read_record(path: str | Path) -> RunRecord:
         raise RecordError(f"{path}: unreadable or corrupt run record ({_one_line(exc)}); {_DELETE_HINT}") from exc
     try:
         return RunRecord.from_dict(values)
-    except (RecordError, TypeError) as exc:
+    except RecordError as exc:
         raise RecordError(f"{path}: invalid run record ({_one_line(exc)}); {_DELETE_HINT}") from exc
 
 
@@ -279,103 +407,24 @@ def _check_name(what: str, name: object) -> None:
         raise RecordError(f"{what} {name!r} must be a folder name of letters, digits, '.', '_' and '-'")
 
 
-def _validate(record: RunRecord) -> None:
-    """Raise :class:`RecordError` naming the first field of ``record`` that is ill-typed or inconsistent."""
-    for field in dataclasses.fields(record):
-        value = getattr(record, field.name)
-        expected = _FIELD_TYPES[field.name]
-        if not _is_instance(value, expected):
-            raise RecordError(f"field {field.name!r} is {value!r}; expected {_type_names(expected)}")
-    _check_name("suite", record.suite)
-    _check_name("cell", record.cell)
-    for name in ("table", "row", "profile", "device", "git_revision", "config_hash"):
-        if not getattr(record, name):
-            raise RecordError(f"field {name!r} is empty")
-    for name in ("seed", "params", "iterations", "batch_size"):
-        if getattr(record, name) < 0:
-            raise RecordError(f"field {name!r} is {getattr(record, name)}; expected a value >= 0")
-    if not math.isfinite(record.wall_time_s) or record.wall_time_s < 0:
-        raise RecordError(f"field 'wall_time_s' is {record.wall_time_s!r}; expected a finite value >= 0")
-    if record.status not in STATUSES:
-        raise RecordError(f"field 'status' is {record.status!r}; expected one of {', '.join(STATUSES)}")
-    if record.status == "diverged" and record.metrics is not None:
-        raise RecordError("a diverged run must have metrics None, never numbers")
-    if record.status == "finished":
-        if not record.metrics:
-            raise RecordError("a finished run needs a non-empty metrics dict")
-        for name, value in record.metrics.items():
-            if not isinstance(name, str) or not _is_instance(value, (int, float)) or not math.isfinite(value):
-                raise RecordError(
-                    f"metric {name!r} is {value!r}; expected a finite number (record a NaN/inf run as 'diverged')"
-                )
-    for key, expected in _DATA_FIELDS.items():
-        if key not in record.data:
-            raise RecordError(f"field 'data' lacks {key!r} (needs {', '.join(_DATA_FIELDS)})")
-        if not _is_instance(record.data[key], expected):
-            raise RecordError(f"data[{key!r}] is {record.data[key]!r}; expected {_type_names(expected)}")
-    for name in ("deviations", "overrides"):
-        if not all(isinstance(item, str) for item in getattr(record, name)):
-            raise RecordError(f"field {name!r} must be a list of strings")
-    if record.canonical and record.overrides:
-        raise RecordError("a canonical record has no overrides")
-    if record.outcomes is not None:
-        n, wrong = record.outcomes.get("n"), record.outcomes.get("wrong")
-        n_test = record.data["n_test"]
-        if not _is_instance(n, int) or n < n_test or n % max(n_test, 1) or not isinstance(wrong, str):
-            raise RecordError(f"field 'outcomes' must be {{'n': a multiple of n_test ({n_test}), 'wrong': base64}}")
-    for name, histogram in (record.pose or {}).items():
-        edges, before, after = (histogram.get(k) if isinstance(histogram, dict) else None for k in _POSE_KEYS)
-        if not (isinstance(edges, list) and isinstance(before, list) and isinstance(after, list)) or not (
-            len(before) == len(after) == len(edges) - 1 and all(_is_instance(c, int) for c in before + after)
-        ):
-            raise RecordError(
-                f"field 'pose' [{name!r}] must be {{'edges': [k+1 numbers], 'before'/'after': [k counts]}}"
-            )
-    try:
-        datetime.fromisoformat(record.created)
-    except ValueError as exc:
-        raise RecordError(f"field 'created' is {record.created!r}; expected an ISO 8601 time") from exc
+def _first_error(exc: ValidationError) -> str:
+    """Pydantic's first error as one line naming the field, e.g. ``field 'seed' is True; expected a valid integer``."""
+    error = exc.errors(include_url=False)[0]
+    kind, loc, message = error["type"], error["loc"], error["msg"]
+    if kind == "value_error":  # raised by a validator of RunRecord: already one line
+        return message.removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{_field(loc[:-1])} lacks {loc[-1]!r}"
+    if message.startswith("Input should be "):
+        return f"{_field(loc)} is {error['input']!r}; expected {message.removeprefix('Input should be ')}"
+    return f"{_field(loc)}: {message}"  # e.g. an unexpected keyword argument
 
 
-_POSE_KEYS = ("edges", "before", "after")
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "suite": str,
-    "cell": str,
-    "table": str,
-    "row": str,
-    "column": (str, type(None)),
-    "seed": int,
-    "profile": str,
-    "overrides": list,
-    "canonical": bool,
-    "status": str,
-    "metrics": (dict, type(None)),
-    "data": dict,
-    "params": int,
-    "iterations": int,
-    "batch_size": int,
-    "wall_time_s": (int, float),
-    "device": str,
-    "git_revision": str,
-    "config_hash": str,
-    "created": str,
-    "deviations": list,
-    "outcomes": (dict, type(None)),
-    "pose": (dict, type(None)),
-}
-
-
-def _is_instance(value: object, expected: type | tuple[type, ...]) -> bool:
-    """``isinstance``, except that a bool is not accepted as an int or float (JSON true is not 1)."""
-    types = expected if isinstance(expected, tuple) else (expected,)
-    if isinstance(value, bool):
-        return bool in types
-    return isinstance(value, types)
-
-
-def _type_names(expected: type | tuple[type, ...]) -> str:
-    types = expected if isinstance(expected, tuple) else (expected,)
-    return " or ".join("None" if kind is type(None) else kind.__name__ for kind in types)
+def _field(loc: tuple[int | str, ...]) -> str:
+    """``field 'metrics' ['test/err']`` for pydantic's location ``("metrics", "test/err")``, ``a run record`` for ()."""
+    if not loc:
+        return "a run record"
+    return f"field {loc[0]!r}" + "".join(f" [{key!r}]" for key in loc[1:])
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
