@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from stn_repro.transformers.families import get_family
 from stn_repro.utils import probe_writable
 
 
@@ -68,6 +69,11 @@ def check_transformer_family(cfg: DictConfig, has_transformer: bool, allowed: tu
     family = get_value(cfg, "transformer.family")
     if has_transformer:
         check_choice(cfg, "transformer.family", allowed)
+        options = OmegaConf.to_container(get_value(cfg, "transformer.options"), resolve=True)
+        try:
+            get_family(family, **options)
+        except ValueError as error:
+            raise ConfigError(f"config error: transformer.options={options} is invalid: {error}") from None
     else:
         check(family is None, "transformer.family", family, "null (transformer=none) for the models without one")
 

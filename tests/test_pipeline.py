@@ -101,6 +101,16 @@ def test_addition_profile_states_its_optimiser_and_localisation_rate(cell):
     assert cfg.model.param_target == 400_000 and cfg.profile.iterations == iterations
 
 
+def test_a_scaled_perspective_row_is_a_stated_deviation():
+    from stn_repro.tasks import deviations
+
+    meta, sizes = {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9}
+    note = "projective transformer: the perspective row (g, h) is 0.1 times its two parameters"
+    for cell, scale, stated in [("st2_fcn_proj", 0.1, True), ("st2_fcn_proj", 1.0, False), ("st2_fcn_aff", 0.1, False)]:
+        cfg = _compose(f"addition/{cell}", f"+transformer.options.perspective_scale={scale}")
+        assert any(n.startswith(note) for n in deviations(cfg, meta, sizes)) == stated, (cell, scale)
+
+
 @pytest.mark.parametrize("cell", MNIST_CELLS)
 def test_every_experiment_trains_validates_and_tests_on_cpu(cell, tmp_path, data_root):
     """The full run path (data, model, system, trainer, record) for two training steps of every cell."""

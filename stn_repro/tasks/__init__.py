@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.tasks import colocalisation, cub, mnist, sequences, svhn, volumes
 from stn_repro.tasks.base import Task
@@ -31,10 +31,17 @@ def get_task(cfg: DictConfig) -> Task:
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
     """The ways a run departs from the paper's protocol, in words (they go into every results row)."""
-    return [
+    notes = [
         *get_task(cfg).deviations(cfg, meta, sizes),
         f"sampler align_corners={ALIGN_CORNERS} (2015 Torch samplers: True)",
     ]
+    scale = OmegaConf.select(cfg, "transformer.options.perspective_scale", default=1.0)
+    if OmegaConf.select(cfg, "transformer.family") == "projective" and scale != 1.0:
+        notes.append(
+            f"projective transformer: the perspective row (g, h) is {scale:g} times its two parameters, slowing them "
+            "under Adam (the paper: the plain homography)"
+        )
+    return notes
 
 
 def preflight(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
