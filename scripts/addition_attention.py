@@ -28,6 +28,7 @@ from torch import Tensor  # noqa: E402
 from stn_repro.config import ConfigError  # noqa: E402
 from stn_repro.data.errors import DataError  # noqa: E402
 from stn_repro.evaluate import load_run  # noqa: E402
+from stn_repro.results.markdown import markdown_table  # noqa: E402
 from stn_repro.results.records import RecordError, load_records, record_path  # noqa: E402
 from stn_repro.train import git_revision  # noqa: E402
 from stn_repro.transformers.grids import pixel_centre_points  # noqa: E402
@@ -185,10 +186,9 @@ def report() -> None:
         "area as a fraction of the canvas. A transformer *follows* a channel when its r there is above "
         f"{FOLLOWS} and at least 0.3 above the other channel's.",
         "",
-        "| cell | test error % | transformer | r(ch 0) | r(ch 1) | d ch 0 | d ch 1 | d midpoint | area |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    verdicts = []
+    header = ["cell", "test error %", "transformer", "r(ch 0)", "r(ch 1)", "d ch 0", "d ch 1", "d midpoint", "area"]
+    table, verdicts = [], []
     for record in records:
         path = record_path(args.runs, record.suite, record.cell, record.seed, record.config_hash)
         loaded = load_run(path)
@@ -196,16 +196,15 @@ def report() -> None:
         found = attention(loaded.model, loaded.data)
         rows = summarise(found, found["images"].shape[-1])
         for k, row in enumerate(rows):
-            lines.append(
-                f"| `{record.cell}` | {record.metrics['test/err']:.1f} | {k + 1} | {row['r0']:.2f} | {row['r1']:.2f} "
-                f"| {row['d0']:.1f} | {row['d1']:.1f} | {row['dmid']:.1f} | {row['area']:.2f} |"
-            )
+            numbers = [f"{row['r0']:.2f}", f"{row['r1']:.2f}", f"{row['d0']:.1f}", f"{row['d1']:.1f}"]
+            numbers += [f"{row['dmid']:.1f}", f"{row['area']:.2f}"]
+            table.append([f"`{record.cell}`", f"{record.metrics['test/err']:.1f}", k + 1, *numbers])
         verdicts.append(f"- `{record.cell}`: {verdict(rows)}.")
         figure = args.out.parent / "figures" / f"addition_attention_{record.cell}.png"
         draw(found, record.cell, figure)
         link = figure.relative_to(args.out.parent).as_posix()
         verdicts.append(f"  Figure: [`{link}`]({link}).")
-    lines += ["", "## What it shows", "", *verdicts, ""]
+    lines += [*markdown_table(header, table), "", "## What it shows", "", *verdicts, ""]
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from stn_repro.models.colocalisation import CROP_SIZE, DESCRIPTORS
+from stn_repro.results.markdown import markdown_table
 from stn_repro.systems.colocalisation import all_pairs_triplet_loss, frame_boxes, random_crops
 from stn_repro.tasks import get_task
 from stn_repro.train import git_revision
@@ -107,16 +108,16 @@ def main() -> None:
         "`activations` is the paper's descriptor, `activations_unit` the same vector at unit length (the default), "
         "`probabilities` its softmax. The lowest value of each column is in bold.",
         "",
-        "| placement | " + " | ".join(f"{cell.upper()}: {d}" for cell, d in columns) + " |",
-        "| --- |" + " --- |" * len(columns),
     ]
     best = {c: min(table[(*c, name)] for name in rules) for c in columns}
+    rows = []
     for name in rules:
         cells = []
         for c in columns:
             value = table[(*c, name)]
             cells.append(f"**{value:.3g}**" if value == best[c] else f"{value:.3g}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *cells])
+    lines += markdown_table(["placement", *(f"{cell.upper()}: {d}" for cell, d in columns)], rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

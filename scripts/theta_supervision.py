@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from stn_repro.results.markdown import markdown_table
 from stn_repro.train import git_revision, quiet_lightning, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -85,18 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         "number of iterations, the final test error, and the rotation spread after the transformer (53.6° on R, "
         "26.0° on RTS before it).",
         "",
-        "| cell | θ loss weight | target | noise σ | "
-        + " | ".join(f"val err @ {s:,}" for s in steps)
-        + " | test err | rotation spread after |",
-        "| --- | --- | --- | --- | " + " | ".join("---" for _ in steps) + " | --- | --- |",
     ]
+    header = ["cell", "variant (θ loss weight, target, noise σ)", *(f"val err @ {s:,}" for s in steps)]
+    header += ["test err", "rotation spread after"]
+    table = []
     for cell, variant, curve, record in rows:
-        values = " | ".join(f"{curve[s]:.2f}" if s in curve else "—" for s in steps)
+        values = [f"{curve[s]:.2f}" if s in curve else "—" for s in steps]
         test = f"{record.metrics['test/err']:.2f}" if record.metrics else "diverged"
         angle = record.metrics.get("pose/angle_sd_out") if record.metrics else None
         spread = "—" if angle is None else f"{angle:.1f}°"
         label = "none (the paper)" if variant == "none" else f"`{variant}`"
-        lines.append(f"| `{cell}` | {label} | {values} | {test} | {spread} |")
+        table.append([f"`{cell}`", label, *values, test, spread])
+    lines += markdown_table(header, table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -1,7 +1,7 @@
 """The fast training path's model options (``fast:`` in ``conf/train.yaml``), applied in one place.
 
 What makes training fast without an option: data resident on the training device and batches sliced by index
-(:class:`~stn_repro.data.modules.TensorBatches`, no worker processes), per-epoch distortions generated on that
+(:class:`~stn_repro.data.batches.TensorBatches`, no worker processes), per-epoch distortions generated on that
 device, and training scalars accumulated on the device and logged every ``fast.log_every`` steps
 (:class:`~stn_repro.systems.ClassificationSystem`). The options below, and mixed precision
 (``trainer.precision=bf16-mixed``; the transformer's grid and sampler stay in float32), change the arithmetic only

@@ -46,7 +46,8 @@ from stn_repro.results.claims import (
     write_claims,
 )
 from stn_repro.results.records import RecordError, RunRecord, find_record
-from stn_repro.results.tables import TableError, build_not_run_tables, build_tables
+from stn_repro.results.summaries import TableError
+from stn_repro.results.tables import build_not_run_tables, build_tables
 from stn_repro.tasks import get_task, preflight
 from stn_repro.validation import validate
 

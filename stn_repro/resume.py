@@ -1,7 +1,7 @@
 """What a resumed run needs beyond Lightning's checkpoint: the global random number generators and the wall time.
 
 Lightning's checkpoint holds the weights, the optimiser, the loops and the training batches' position
-(:class:`~stn_repro.data.modules.EpochBatches`); :class:`ResumeState` adds the global generators' states (torch CPU
+(:class:`~stn_repro.data.batches.EpochBatches`); :class:`ResumeState` adds the global generators' states (torch CPU
 and CUDA, numpy, Python ``random``: dropout, the co-localisation negatives) and the training wall time so far, so
 that a run killed part-way and resumed ends with the weights of an uninterrupted run and records the wall time of
 all its attempts.

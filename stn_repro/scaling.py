@@ -6,7 +6,7 @@
   the whole sweep (:func:`check_launch` says so and names the alternatives).
 - ``trainer=ddp_spawn``: Lightning starts the ranks from inside the job (``torch.multiprocessing``), so it works in
   any multirun launcher; the ranks hand back the trained weights and ``trainer.callback_metrics``.
-- Batches: the profile's batch size is the global batch; each rank takes its share (:mod:`stn_repro.data.modules`).
+- Batches: the profile's batch size is the global batch; each rank takes its share (:mod:`stn_repro.data.batches`).
 - Test: the process that records (global rank 0, or ddp_spawn's launching process) tests the trained model alone on
   its device, after the ranks leave their process group: exactly what a one-device run of the same weights gives.
 - Pre-emption: SLURM sends ``USR1`` before the time limit (``hydra/launcher=slurm``); Lightning's SLURM environment

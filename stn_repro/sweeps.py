@@ -24,6 +24,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from stn_repro.results.markdown import markdown_table
 from stn_repro.results.records import RecordError, RunRecord, read_record
 from stn_repro.utils import atomic_path, shorten
 
@@ -94,11 +95,11 @@ def summarise(jobs: Sequence[tuple[list[str], RunRecord | None]]) -> list[dict[s
 def markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
     header = ["experiment", "swept point", "runs (finished)", *(f"{m} (%)" for m in METRICS), "seeds"]
     lines = [f"# Sweep summary: {title}", "", "Mean over seeds ± half-width of the 95% Student-t interval.", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best: dict[str, float] = {}  # the lowest mean val/err of each experiment
     for row in rows:
         if row["val/err mean"] is not None and row["val/err mean"] < best.get(row["experiment"], math.inf):
             best[row["experiment"]] = row["val/err mean"]
+    table = []
     for row in rows:
         points = sum(other["experiment"] == row["experiment"] for other in rows)
         lowest = points > 1 and row["val/err mean"] is not None and row["val/err mean"] == best[row["experiment"]]
@@ -108,7 +109,8 @@ def markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
             mean, half = row[f"{metric} mean"], row[f"{metric} ±"]
             cells.append("—" if mean is None else f"{mean:.2f}" + ("" if half is None else f" ± {half:.2f}"))
         cells.append(row["seeds"] or "—")
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    lines += markdown_table(header, table, compact=True)
     return "\n".join(lines) + "\n"
 
 

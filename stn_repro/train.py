@@ -71,8 +71,9 @@ def run(
     its final weights and resolved configuration go to ``paths.models`` (:func:`run_folder`).
 
     ``job_index`` (0-based, in a sweep of ``cfg.progress.total`` jobs) only labels the progress line; ``callbacks``
-    are added to the trainer's (e.g. ``scripts/bench.py``'s step timer); ``started_from`` is the experiment the
-    configuration was composed from (Hydra's choice), the reference of a run whose ``<suite>/<cell>`` is not one;
+    are added to the trainer's (e.g. the benchmark's step timer in ``scripts/benchmarks/loops.py``); ``started_from``
+    is the experiment the configuration was composed from (Hydra's choice), the reference of a run whose
+    ``<suite>/<cell>`` is not one;
     ``sweep`` is the folder of the Hydra multirun the run is a job of (its W&B group, :mod:`stn_repro.loggers`).
     """
     validate(cfg)

@@ -1,4 +1,4 @@
-"""Tests of stn_repro.data.cub on tiny CUB-200-2011 trees in the official layout (tests/cub_fixture.py)."""
+"""Tests of stn_repro.data.cub, cub_format and cub_images on tiny CUB-200-2011 trees (tests/cub_fixture.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,10 @@ import torch.nn.functional as F
 from cub_fixture import CUBTruth, write_cub
 from PIL import Image
 
-from stn_repro.data import cub as cub_module
-from stn_repro.data.cub import (
-    CUB_URL,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CUBDataModule,
-    CUBTransform,
-    box_to_normalised,
-    check_cub_files,
-    load_rgb,
-    read_cub,
-)
+from stn_repro.data import cub_format
+from stn_repro.data.cub import CUBDataModule
+from stn_repro.data.cub_format import CUB_URL, check_cub_files, read_cub
+from stn_repro.data.cub_images import IMAGENET_MEAN, IMAGENET_STD, CUBTransform, box_to_normalised, load_rgb
 from stn_repro.data.errors import DataError
 
 S, RESIZE = 32, 40
@@ -285,8 +277,8 @@ def test_module_batches_metadata_and_interface(tree: tuple[Path, CUBTruth]) -> N
 
 def test_full_dataset_flag(tree: tuple[Path, CUBTruth], monkeypatch: pytest.MonkeyPatch) -> None:
     root, _ = tree
-    monkeypatch.setattr(cub_module, "FULL_SIZES", (6, 6))
-    monkeypatch.setattr(cub_module, "FULL_CLASSES", 3)
+    monkeypatch.setattr(cub_format, "FULL_SIZES", (6, 6))
+    monkeypatch.setattr(cub_format, "FULL_CLASSES", 3)
     assert _module(root)[0].source_metadata()["full_dataset"] is True
     assert _module(root, limit=4)[0].source_metadata()["full_dataset"] is False
 

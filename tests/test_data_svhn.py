@@ -7,22 +7,19 @@ import torch
 from PIL import Image
 from svhn_fixture import BACKGROUND, COLOURS, SEQUENCES, FixtureImage, layout, write_digit_struct, write_svhn
 
-from stn_repro.data import svhn
+from stn_repro.data import svhn, svhn_format, svhn_preprocess
+from stn_repro.data.batches import CroppedBatches, crop_batch
 from stn_repro.data.errors import DataError
-from stn_repro.data.svhn import (
+from stn_repro.data.svhn import SVHNDataModule
+from stn_repro.data.svhn_format import SVHN_URL, check_svhn_files, read_digit_struct
+from stn_repro.data.svhn_preprocess import (
     BLANK,
     MAX_DIGITS,
-    SVHN_URL,
-    CroppedBatches,
-    SVHNDataModule,
     build_split,
-    check_svhn_files,
     crop_and_resize,
-    crop_batch,
     crop_region,
     encode_labels,
     map_boxes,
-    read_digit_struct,
 )
 
 SPLITS = ("train", "test", "extra")
@@ -68,7 +65,7 @@ def test_reader_returns_names_digits_and_boxes_of_both_layouts(tmp_path, name_dt
 def test_reader_limit_and_worker_processes_give_the_same_entries(tree, monkeypatch):
     path = tree[0] / "svhn" / "train" / "digitStruct.mat"
     serial = read_digit_struct(path)
-    monkeypatch.setattr(svhn, "_READ_CHUNK", 3)  # 3 tasks for 8 entries
+    monkeypatch.setattr(svhn_format, "_READ_CHUNK", 3)  # 3 tasks for 8 entries
     messages = []
     assert read_digit_struct(path, workers=2, log=messages.append) == serial
     assert read_digit_struct(path, limit=4, workers=2) == serial[:4]
@@ -188,7 +185,7 @@ def test_processed_pixels_show_each_box_colour_where_the_boxes_say(tree):
 def test_worker_processes_build_the_same_split(tree, monkeypatch):
     root, _ = tree
     serial = build_split(root / "svhn" / "train", 32, 0.3, log=lambda _: None)
-    monkeypatch.setattr(svhn, "_IMAGE_CHUNK", 2)
+    monkeypatch.setattr(svhn_preprocess, "_IMAGE_CHUNK", 2)
     parallel = build_split(root / "svhn" / "train", 32, 0.3, workers=2, log=lambda _: None)
     for key in serial:
         np.testing.assert_array_equal(serial[key], parallel[key])

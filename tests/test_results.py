@@ -14,6 +14,7 @@ import yaml
 
 from stn_repro.results import records as records_module
 from stn_repro.results import tables
+from stn_repro.results.markdown import markdown_row, markdown_table
 from stn_repro.results.records import (
     RecordError,
     RunRecord,
@@ -25,7 +26,9 @@ from stn_repro.results.records import (
     write_record,
 )
 from stn_repro.results.reference import load_reference, paper_value, table_columns, table_rows
-from stn_repro.results.tables import TableError, build_tables, summarise_cells
+from stn_repro.results.summaries import TableError, format_cell, summarise_cells
+from stn_repro.results.table_csv import CSV_FIELDS
+from stn_repro.results.tables import build_tables
 
 SHARED_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/paper/reference.yaml"
 T1 = "table1_distorted_mnist"
@@ -101,7 +104,7 @@ def cell_line(markdown: str, row: str) -> str:
 @pytest.fixture
 def no_figure(monkeypatch: pytest.MonkeyPatch) -> None:
     """Skip matplotlib where a test checks the tables only (keeps the file fast)."""
-    monkeypatch.setattr(tables, "_plot", lambda path, *args: path.write_bytes(b"stub"))
+    monkeypatch.setattr(tables, "plot_table", lambda path, *args: path.write_bytes(b"stub"))
 
 
 # --- reference --------------------------------------------------------------------------------------------------
@@ -248,11 +251,20 @@ def test_load_records_is_sorted_and_skips_nothing(tmp_path: Path) -> None:
 # --- tables -----------------------------------------------------------------------------------------------------
 
 
+def test_markdown_table_rows_rule_and_escaped_bars() -> None:
+    assert markdown_row(["a", 1, ""]) == "| a | 1 |  |"
+    assert markdown_row(["x|y"]) == "| x\\|y |"
+    assert markdown_table(["h1", "h2"], [["a", "b"]]) == ["| h1 | h2 |", "| --- | --- |", "| a | b |"]
+    with pytest.raises(ValueError, match="1 cells for 2 columns"):  # a short row would shift every column after it
+        markdown_table(["h1", "h2"], [["a", "b"], ["c"]])
+    assert markdown_table(["h1", "h2", "h3"], [], compact=True) == ["| h1 | h2 | h3 |", "|---|---|---|"]
+
+
 def test_mean_std_and_difference(tmp_path: Path, no_figure: None) -> None:
     _, summaries = summarise_cells(cnn_r([1.0, 2.0, 3.0]))
     cell = next(s for s in summaries if (s.row, s.column) == ("CNN", "R"))
     assert (cell.mean, cell.std, cell.diff, cell.paper) == (2.0, 1.0, 0.8, 1.2)
-    assert tables.format_cell(cell) == "1.2 / 2.00 ± 1.00 [1.6, 2.6] (+0.80)"
+    assert format_cell(cell) == "1.2 / 2.00 ± 1.00 [1.6, 2.6] (+0.80)"
 
     paths = build_tables(cnn_r([1.0, 2.0, 3.0]), tmp_path)
     assert paths["markdown"] == tmp_path / "table1.md" and paths["csv"] == tmp_path / "table1.csv"
@@ -262,7 +274,7 @@ def test_mean_std_and_difference(tmp_path: Path, no_figure: None) -> None:
     rows = csv_rows(paths["csv"])
     assert len(rows) == 8 * 4
     row = rows[("CNN", "R")]
-    assert list(row) == list(tables.CSV_FIELDS)
+    assert list(row) == list(CSV_FIELDS)
     assert (float(row["paper"]), float(row["mean"]), float(row["std"]), float(row["diff"])) == (1.2, 2.0, 1.0, 0.8)
     assert (row["n_seeds"], row["n_diverged"], row["params"], row["iterations"]) == ("3", "0", "412345", "3000")
     assert (row["profile"], row["source"], row["n_train"], row["full_dataset"]) == ("quick", "bundled", "4000", "false")
@@ -273,7 +285,7 @@ def test_mean_std_and_difference(tmp_path: Path, no_figure: None) -> None:
 def test_negative_difference_and_rounding(no_figure: None) -> None:
     _, summaries = summarise_cells([make(err=0.5), make(seed=1, err=0.6)])
     cell = next(s for s in summaries if (s.row, s.column) == ("CNN", "R"))
-    assert cell.diff == -0.65 and tables.format_cell(cell) == "1.2 / 0.55 ± 0.07 [0.3, 1.0] (-0.65)"
+    assert cell.diff == -0.65 and format_cell(cell) == "1.2 / 0.55 ± 0.07 [0.3, 1.0] (-0.65)"
 
 
 def test_markdown_header_provenance_and_deviations(tmp_path: Path, no_figure: None) -> None:
@@ -423,6 +435,21 @@ def test_tables_rebuild_byte_for_byte_and_only_from_canonical_records(tmp_path: 
         "VARIANT RUNS, NOT THE SUITE'S CANONICAL CELLS** (1 of 1 records differ from their experiment: optim.lr=0.1)"
         in (variant["markdown"].read_text())
     )
+
+
+def test_a_table_does_not_depend_on_the_order_of_its_records(tmp_path: Path, no_figure: None) -> None:
+    """reproduce passes records in the suite's cell order, the command line in load_records' order: one page."""
+    records = [
+        make(cell="st_cnn_aff_e", row="ST-CNN Aff", column="E", err=1.5, iterations=2000, git_revision="bbb2222"),
+        *cnn_r([1.0, 2.0]),
+        make(cell="fcn_p", row="FCN", column="P", err=3.0, iterations=1000, git_revision="aaa1111"),
+    ]
+    pages = [
+        build_tables(ordered, tmp_path / name)["markdown"].read_bytes()
+        for name, ordered in (("given", records), ("reversed", records[::-1]))
+    ]
+    assert pages[0] == pages[1]
+    assert b"- Iterations: 3,000, 1,000, 2,000; batch size 256" in pages[0]  # cells in name order: cnn_r, fcn_p, st_..
 
 
 def test_a_not_run_table_never_replaces_a_table_built_from_runs(tmp_path: Path) -> None:

@@ -19,8 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from stn_repro.data.modules import TensorBatches
-from stn_repro.data.svhn import CroppedBatches
+from stn_repro.data.batches import CroppedBatches, TensorBatches
 from stn_repro.data.volumes import ExtrudedVolumes, VolumeBatches
 from stn_repro.results.records import load_records
 from stn_repro.resume import ResumeState

@@ -17,8 +17,7 @@ from test_pipeline import CONF, _tiny, tiny_overrides
 
 from stn_repro import reproduce
 from stn_repro.config import ConfigError
-from stn_repro.data.modules import TensorBatches, batch_count
-from stn_repro.data.svhn import CroppedBatches
+from stn_repro.data.batches import CroppedBatches, TensorBatches, batch_count
 from stn_repro.data.volumes import ExtrudedVolumes, VolumeBatches
 from stn_repro.results.records import load_records
 from stn_repro.scaling import check_launch, resume_checkpoint

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from stn_repro.data.base import DigitSetDataModule
+from stn_repro.data.batches import EpochBatches, batch_count, batch_share
 from stn_repro.data.distortions import split_seed
-from stn_repro.data.modules import EpochBatches, batch_count, batch_share, trainer_share
-from stn_repro.data.sources import IMAGE_SIZE, DigitSet, resolve_digits
+from stn_repro.data.sources import IMAGE_SIZE
 from stn_repro.transformers import Affine3dFamily, normalized_to_pixel_matrix, sample
 
 NAME = "mnist3d"
@@ -163,7 +163,7 @@ class VolumeBatches(EpochBatches):
         return_truth: also yield the truth dict of :meth:`ExtrudedVolumes.generate`.
         device: where digits live and volumes are rendered (``None``: the CPU).
         rank, world_size: this process renders share ``rank`` of ``world_size`` of every batch (see
-            :func:`~stn_repro.data.modules.batch_share`; ``batch_size`` is the global batch).
+            :func:`~stn_repro.data.batches.batch_share`; ``batch_size`` is the global batch).
     """
 
     def __init__(
@@ -220,7 +220,7 @@ class VolumeBatches(EpochBatches):
             yield (volumes, labels, truth) if self.return_truth else (volumes, labels)
 
 
-class VolumeMNISTDataModule(pl.LightningDataModule):
+class VolumeMNISTDataModule(DigitSetDataModule):
     """Extruded MNIST volumes: train / val / test digits, volumes rendered per batch (see the module docstring).
 
     Args:
@@ -236,6 +236,8 @@ class VolumeMNISTDataModule(pl.LightningDataModule):
         return_truth: yield ``(volumes, labels, truth)``.
         limit: use only the first ``limit`` train and test digits (smoke runs and tests; ``None``: all).
     """
+
+    option_prefix = ""  # the constructor's messages name the options without "data."
 
     def __init__(
         self,
@@ -254,55 +256,34 @@ class VolumeMNISTDataModule(pl.LightningDataModule):
         log: Callable[[str], None] = print,
         limit: int | None = None,
     ) -> None:
-        super().__init__()
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not (0 <= val_size < 1 or (isinstance(val_size, int) and val_size >= 0)):
-            raise ValueError(f"val_size must be a sample count >= 0 or a fraction in [0, 1), got {val_size}")
+        super().__init__(
+            root=root,
+            source=source,
+            digits=digits,
+            seed=seed,
+            test_seed=test_seed,
+            val_size=val_size,
+            batch_size=batch_size,
+            resample_every_epoch=resample_every_epoch,
+            device_resident=device_resident,
+            return_truth=return_truth,
+            download_timeout=download_timeout,
+            log=log,
+        )
         self.protocol = protocol or ExtrudedVolumes()
-        self.root = Path(root)
-        self.source = source
-        self.digits = digits
-        self.seed = seed
-        self.test_seed = test_seed
-        self.val_size = val_size
-        self.batch_size = batch_size
-        self.resample_every_epoch = resample_every_epoch
-        self.device_resident = device_resident
-        self.return_truth = return_truth
-        self.download_timeout = download_timeout
-        self.log = log
         self.limit = limit
-        self.digit_set: DigitSet | None = None
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.metadata: dict[str, Any] = {}
-
-    def source_metadata(self) -> dict[str, Any]:
-        """Where the digits come from (resolving them if needed): source, counts, checksum, full_dataset, ..."""
-        return self._digits().metadata()
-
-    def _digits(self) -> DigitSet:
-        if self.digit_set is None:
-            self.digit_set = resolve_digits(self.root, self.source, self.digits, self.download_timeout, self.log)
-        return self.digit_set
 
     def prepare_data(self) -> None:
         """Resolve the digits (nothing is generated ahead of training)."""
         self._digits()
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def _setup(self) -> None:
         digit_set = self._digits()
         images, labels = digit_set.train_images[: self.limit], digit_set.train_labels[: self.limit]
-        n = len(labels)
-        n_val = int(round(self.val_size * n)) if isinstance(self.val_size, float) else int(self.val_size)
-        if n_val >= n:
-            raise ValueError(f"data.val_size={self.val_size} leaves no training samples out of {n}")
-        order = np.random.default_rng(split_seed(self.seed, "val", NAME)).permutation(n)
-        train_index, val_index = np.sort(order[: n - n_val]), np.sort(order[n - n_val :])
+        train_index, val_index = self._holdout(len(labels), NAME)
         self.splits = {
             "train": (images[train_index], labels[train_index]),
             "val": (images[val_index], labels[val_index]),
@@ -315,18 +296,9 @@ class VolumeMNISTDataModule(pl.LightningDataModule):
             "resample_every_epoch": self.resample_every_epoch,
         }
 
-    def _device(self) -> torch.device | None:
-        if not self.device_resident or self.trainer is None:
-            return None
-        return self.trainer.strategy.root_device
-
-    def loader(self, split: str) -> VolumeBatches:
-        """Batches of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
-        if not self.splits:
-            raise RuntimeError("call setup() before asking for a dataloader")
+    def _build_loader(self, split: str, train: bool) -> VolumeBatches:
         images, labels = self.splits[split]
-        train = split == "train"
-        rank, world_size = trainer_share(self.trainer) if train else (0, 1)
+        rank, world_size = self._share(train)
         return VolumeBatches(
             self.protocol,
             torch.from_numpy(images),
@@ -340,15 +312,6 @@ class VolumeMNISTDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-
-    def train_dataloader(self) -> VolumeBatches:
-        return self.loader("train")
-
-    def val_dataloader(self) -> VolumeBatches:
-        return self.loader("val")
-
-    def test_dataloader(self) -> VolumeBatches:
-        return self.loader("test")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -2,7 +2,7 @@
 
 Every model maps images ``(B, 3, H, W)`` in ``[0, 1]`` to ``(length_logits, digit_logits)``: ``(B, max_digits)``
 over sequence lengths ``1..max_digits`` and ``(B, max_digits, 11)`` over the digit at each position, class 10 being
-"no digit" (:data:`stn_repro.data.svhn.BLANK`).
+"no digit" (:data:`stn_repro.data.svhn_preprocess.BLANK`).
 
 Architecture (Goodfellow et al. 2014, as the STN paper uses it): eight 5×5 conv layers of 48, 64, 128, 160, 192,
 192, 192, 192 channels ("same" padding, ReLU), each followed by a 2×2 max-pool whose stride alternates 2, 1, 2, 1,

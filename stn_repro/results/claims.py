@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stn_repro.results.markdown import markdown_table
 from stn_repro.results.pose_figure import plot_poses
 from stn_repro.results.records import RecordError, RunRecord, load_records
 from stn_repro.results.reference import paper_value
@@ -340,16 +341,17 @@ def is_appendix(result: Comparison) -> bool:
 
 
 def _comparison_rows(results: Sequence[Comparison]) -> list[str]:
-    header = "| claim | comparison (A vs B) | ours A / B | paper A / B | only A / only B | A − B (95%) | p | verdict |"
-    lines = [f"{header} why not |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ["claim", "comparison (A vs B)", "ours A / B", "paper A / B", "only A / only B", "A − B (95%)"]
+    header += ["p", "verdict", "why not"]
+    rows = []
     for r in results:
         ours = " / ".join("—" if v is None else f"{v:.2f}" for v in r.ours)
         paper = " / ".join("—" if v is None else f"{v:g}" for v in r.paper)
         disc = "—" if r.discordant is None else f"{r.discordant[0]} / {r.discordant[1]}"
         p = "—" if r.p is None else (f"{r.p:.2g}" if r.p >= 1e-4 else "< 1e-4")
         diff = "—" if r.difference is None else f"{r.difference[0]:+.1f} ± {r.difference[1]:.1f}"
-        lines.append(f"| {r.claim} | {r.text} | {ours} | {paper} | {disc} | {diff} | {p} | {r.verdict} | {r.why} |")
-    return lines
+        rows.append([r.claim, r.text, ours, paper, disc, diff, p, r.verdict, r.why])
+    return markdown_table(header, rows, compact=True)
 
 
 def _markdown(
@@ -389,15 +391,16 @@ def _markdown(
         "canvas → of the transformer's output) is shown too. Histograms: "
         f"[`figures/{POSE_FIGURE}`](figures/{POSE_FIGURE}).",
         "",
-        "| model | rotation spread, before → after | log-scale spread, before → after | centre spread, before → after "
-        "| verdict |",
-        "|---|---|---|---|---|",
     ]
+    pose_rows = []
     for pose in poses:
         angle = "—" if pose.angle is None else f"{pose.angle[0]:.1f}° → {pose.angle[1]:.1f}°"
         scale = "—" if pose.log_scale is None else f"{pose.log_scale[0]:.3f} → {pose.log_scale[1]:.3f}"
         shift = "—" if pose.shift is None else f"{pose.shift[0]:.3f} → {pose.shift[1]:.3f}"
-        lines.append(f"| {pose.model[0]} on {pose.model[1]} | {angle} | {scale} | {shift} | {pose.verdict} |")
+        pose_rows.append([f"{pose.model[0]} on {pose.model[1]}", angle, scale, shift, pose.verdict])
+    header = ["model", "rotation spread, before → after", "log-scale spread, before → after"]
+    header += ["centre spread, before → after", "verdict"]
+    lines += markdown_table(header, pose_rows, compact=True)
     lines += [
         "",
         "## Appendix experiments",
@@ -416,9 +419,8 @@ def _markdown(
         "(measured): the deviations of `results/table_colocalisation.md`, the README's co-localisation row and "
         "`results/colocalisation_landscape.md`.",
         "",
-        "| set | claim | paper | ours, per digit 0–9 | worst digit [95%] | verdict | why not |",
-        "|---|---|---|---|---|---|---|",
     ]
+    localisation_rows = []
     for claim in localisation:
         digits = "—" if claim.per_digit is None else " ".join(f"{v:.0f}" for v in claim.per_digit)
         worst, why = "—", ""
@@ -431,10 +433,10 @@ def _markdown(
                 f"{'digits' if len(below) > 1 else 'digit'} {', '.join(map(str, below))} below {claim.threshold:g}%; "
                 "why, measured: the README's co-localisation row"
             )
-        lines.append(
-            f"| {claim.dataset} | every digit ≥ {claim.threshold:g}% localised | {claim.paper} | {digits} | {worst} "
-            f"| {claim.verdict} | {why} |"
-        )
+        claimed = f"every digit ≥ {claim.threshold:g}% localised"
+        localisation_rows.append([claim.dataset, claimed, claim.paper, digits, worst, claim.verdict, why])
+    header = ["set", "claim", "paper", "ours, per digit 0–9", "worst digit [95%]", "verdict", "why not"]
+    lines += markdown_table(header, localisation_rows, compact=True)
     return "\n".join(lines) + "\n"
 
 
@@ -464,19 +466,18 @@ def _evidence(results: Sequence[Comparison], poses: Sequence[Pose], evidence: Se
         "<overrides>`): what each changed against the canonical run above, its test error with the 95% Wilson "
         "interval, the rotation spread before → after its transformer (claim 6, R / RTS), and its training time.",
         "",
-        "| model | overrides | test err % [95%] | rotation spread | train time | git |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in sorted(shown, key=lambda r: (model_of(r)[1], r.row, r.iterations, r.config_hash)):
         err = r.metrics["test/err"]
         low, high = wilson_interval(round(err * r.data["n_test"] / 100), r.data["n_test"])
         m = r.metrics
         angle = f"{m['pose/angle_sd_in']:.1f}° → {m['pose/angle_sd_out']:.1f}°" if "pose/angle_sd_out" in m else "—"
         overrides = ", ".join(f"`{o}`" for o in [*([f"seed={r.seed}"] if r.seed else []), *r.overrides]) or "—"
-        lines.append(
-            f"| {r.row} on {model_of(r)[1]} | {overrides} | {err:.1f} [{low:.1f}, {high:.1f}] | {angle} "
-            f"| {r.wall_time_s:.0f} s | {r.git_revision} |"
-        )
+        error = f"{err:.1f} [{low:.1f}, {high:.1f}]"
+        rows.append([f"{r.row} on {model_of(r)[1]}", overrides, error, angle, f"{r.wall_time_s:.0f} s", r.git_revision])
+    header = ["model", "overrides", "test err % [95%]", "rotation spread", "train time", "git"]
+    lines += markdown_table(header, rows, compact=True)
     return "\n".join(lines) + "\n"
 
 

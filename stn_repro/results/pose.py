@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from stn_repro.data.modules import TensorBatches
+from stn_repro.data.batches import TensorBatches
 from stn_repro.transformers import SpatialTransformer, get_family
 from stn_repro.transformers.grids import rotation_angle
 

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from stn_repro.systems.classification import ClassificationSystem
 
-BLANK = 10  # the "no digit" class of positions after the sequence's end (stn_repro.data.svhn.BLANK)
+BLANK = 10  # the "no digit" class of positions after the sequence's end (stn_repro.data.svhn_preprocess.BLANK)
 
 
 def sequence_lengths(labels: Tensor) -> Tensor:

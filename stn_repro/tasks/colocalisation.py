@@ -32,9 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from stn_repro.config import check, check_choice, check_number, check_positive_int, get_value
+from stn_repro.data.batches import EpochBatches
 from stn_repro.data.cache import load_or_build
+from stn_repro.data.distorted_mnist import DistortedMNISTDataModule
 from stn_repro.data.distortions import GENERATION_CHUNK, generate, split_seed
-from stn_repro.data.modules import DistortedMNISTDataModule, EpochBatches
 from stn_repro.data.sources import DIGITS, NUM_CLASSES, SOURCES
 from stn_repro.models.colocalisation import DESCRIPTORS, ColocalisationModel, load_or_train_embedding_cnn
 from stn_repro.systems.colocalisation import ColocalisationSystem
@@ -103,7 +104,7 @@ class ColocalisationDataModule(DistortedMNISTDataModule):
         per_class: images per class in the set.
         set_seed: chooses the digits and their placement (keep it fixed across run seeds).
         seed: the run's seed (training batch order).
-        Other arguments: see :class:`~stn_repro.data.modules.DistortedMNISTDataModule`.
+        Other arguments: see :class:`~stn_repro.data.distorted_mnist.DistortedMNISTDataModule`.
     """
 
     def __init__(

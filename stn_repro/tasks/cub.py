@@ -19,6 +19,7 @@ from stn_repro.config import (
     check_val_size,
     get_value,
 )
+from stn_repro.data.cub import CUBDataModule
 from stn_repro.models.cub import CUB_MODEL_KINDS, CUBNet, load_googlenet_state
 from stn_repro.systems import ClassificationSystem, PartAttentionSystem
 from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations, system_settings
@@ -51,8 +52,6 @@ def validate(cfg: DictConfig) -> None:
 
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
-    from stn_repro.data.cub import CUBDataModule
-
     d = cfg.data
     return CUBDataModule(
         root=d.root,

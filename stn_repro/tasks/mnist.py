@@ -18,6 +18,7 @@ from stn_repro.config import (
     check_val_size,
     get_value,
 )
+from stn_repro.data.distorted_mnist import DistortedMNISTDataModule
 from stn_repro.data.distortions import DISTORTIONS
 from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models import MODEL_KINDS, build_matched_model, has_transformer
@@ -62,8 +63,6 @@ def validate(cfg: DictConfig) -> None:
 
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
-    from stn_repro.data.modules import DistortedMNISTDataModule
-
     d = cfg.data
     return DistortedMNISTDataModule(
         d.distortion,

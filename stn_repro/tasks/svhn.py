@@ -18,6 +18,7 @@ from stn_repro.config import (
     check_val_size,
     get_value,
 )
+from stn_repro.data.svhn import SVHNDataModule
 from stn_repro.models.svhn import SVHN_MODEL_KINDS, build_svhn_model
 from stn_repro.systems import ClassificationSystem, SequenceSystem
 from stn_repro.tasks.base import Task, check_no_theta_supervision, options, schedule_deviations, system_settings
@@ -49,8 +50,6 @@ def validate(cfg: DictConfig) -> None:
 
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
-    from stn_repro.data.svhn import SVHNDataModule
-
     d = cfg.data
     return SVHNDataModule(
         root=d.root,

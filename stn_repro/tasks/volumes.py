@@ -26,6 +26,7 @@ from stn_repro.config import (
     get_value,
 )
 from stn_repro.data.sources import DIGITS, SOURCES
+from stn_repro.data.volumes import ExtrudedVolumes, VolumeMNISTDataModule
 from stn_repro.models.volumes import VOLUME_MODEL_KINDS, build_matched_volume_model
 from stn_repro.systems.volumes import VolumeSystem
 from stn_repro.tasks.base import Task, options, system_settings
@@ -78,8 +79,6 @@ def validate(cfg: DictConfig) -> None:
 
 
 def data(cfg: DictConfig) -> pl.LightningDataModule:
-    from stn_repro.data.volumes import ExtrudedVolumes, VolumeMNISTDataModule
-
     d = cfg.data
     return VolumeMNISTDataModule(
         ExtrudedVolumes(size=d.size, thickness=d.thickness, max_tilt=d.max_tilt, max_roll=d.max_roll),

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from stn_repro.data import sources
-from stn_repro.data.modules import DistortedMNISTDataModule, TensorBatches
+from stn_repro.data.batches import TensorBatches
+from stn_repro.data.distorted_mnist import DistortedMNISTDataModule
 
 
 @pytest.fixture(autouse=True)
