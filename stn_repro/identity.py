@@ -34,6 +34,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 HASH_EXCLUDED = (
     "paths",
     "logger",
+    "callbacks",
     "progress",
     "hydra",
     "rerun",

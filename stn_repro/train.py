@@ -12,22 +12,21 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
-from stn_repro.cli import exit_on_bad_arguments
+from stn_repro.callbacks import StepTimer
+from stn_repro.cli import exit_on_bad_arguments, one_line
 from stn_repro.config import ConfigError, check_writable
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
@@ -77,6 +76,7 @@ def run(
     ``sweep`` is the folder of the Hydra multirun the run is a job of (its W&B group, :mod:`stn_repro.loggers`).
     """
     validate(cfg)
+    jobs = side_jobs(cfg, output_dir / "figures")
     task = get_task(cfg)
     data = task.data(cfg)
     notes: list[str] = []  # what resolving the data says comes under the run's first line
@@ -143,6 +143,7 @@ def run(
             timer,
             resume_state,
             progress_callback(cfg),
+            *jobs,
             *callbacks,
         ],
         limit_val_batches=1.0 if data.metadata["sizes"]["val"] else 0,
@@ -232,6 +233,29 @@ def run(
     return record
 
 
+def side_jobs(cfg: DictConfig, figures_dir: Path) -> list[pl.Callback]:
+    """The callbacks of ``cfg.callbacks`` (``conf/callbacks/``), instantiated; a node's ``figures_dir`` is set to
+    ``figures_dir``, and a node set to null is left out.
+
+    Raises:
+        ConfigError: a node does not build a Lightning callback (the message names it).
+    """
+    built = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        try:
+            callback = instantiate(node, **({"figures_dir": figures_dir} if "figures_dir" in node else {}))
+        except Exception as error:  # Hydra wraps whatever the target raised (import, signature, value)
+            raise ConfigError(f"config error: callbacks.{name} does not build: {one_line(error)}") from None
+        if not isinstance(callback, pl.Callback):
+            raise ConfigError(
+                f"config error: callbacks.{name} is a {type(callback).__name__}, not a Lightning callback"
+            )
+        built.append(callback)
+    return built
+
+
 def run_folder(root: str | Path, suite: str, cell: str, seed: int, digest: str) -> Path:
     """``<root>/<suite>/<cell>/seed<seed>-<hash>``: where a run keeps its checkpoints (``paths.checkpoints``) or
     its final weights and configuration (``paths.models``)."""
@@ -263,35 +287,6 @@ def _existing_record(runs_root: Path, cfg: DictConfig, digest: str) -> RunRecord
         print(f"warning: {error}; moved to {kept}, training the cell again", file=sys.stderr, flush=True)
         return None
     return None if cfg.rerun else record
-
-
-class StepTimer(pl.Callback):
-    """Median wall time of a training iteration (batch start to next batch start) after a warm-up of up to 10
-    iterations (a tenth of the run for short runs)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._last: float | None = None
-        self._warmup = 10
-
-    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        self._warmup = min(10, trainer.max_steps // 10)
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        now = time.perf_counter()
-        if self._last is not None and trainer.global_step > self._warmup:
-            self.times.append(now - self._last)
-        self._last = now
-
-    def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        # published as metrics: ddp_spawn's ranks hand only trainer.callback_metrics (and weights) back to the job
-        trainer.callback_metrics["train/steps"] = torch.tensor(trainer.global_step)
-        if self.median_ms is not None:
-            trainer.callback_metrics["train/step_ms"] = torch.tensor(self.median_ms, dtype=torch.float64)
-
-    @property
-    def median_ms(self) -> float | None:
-        return round(1000 * statistics.median(self.times), 3) if self.times else None
 
 
 def _finish_wandb(cfg: DictConfig) -> None:

@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from stn_repro.transformers import SpatialTransformer, TransformFamily, split_localisation_parameters
 from stn_repro.transformers.families import MatrixFamily
@@ -36,12 +35,6 @@ def theta_statistics(theta: Tensor, family: TransformFamily) -> dict[str, Tensor
             det=det.mean(), scale=det.abs().sqrt().mean(), tx=matrix[:, 0, -1].mean(), ty=matrix[:, 1, -1].mean()
         )
     return stats
-
-
-def _to_uint8(grid: Tensor) -> np.ndarray:
-    """An image grid ``(C, H, W)`` of floats in [0, 1] as ``(H, W, C)`` uint8 (wandb casts float arrays to uint8
-    without scaling: a [0, 1] grid would be black)."""
-    return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 class DivergedError(RuntimeError):
@@ -69,9 +62,7 @@ class ClassificationSystem(pl.LightningModule):
         lr_step_every: multiply the learning rate by ``lr_gamma`` every this many iterations (paper: 50k).
         lr_gamma: the step factor (paper: 0.1).
         lr_milestones: iterations at which to multiply by ``lr_gamma``, instead of every ``lr_step_every`` (CUB).
-        theta_log_every: log θ statistics every this many training steps (0: never).
-        image_log_every: send an input/transformed image grid to W&B every this many steps (0: never).
-        figures_dir: where the input/transformed grid PNG is written at the end of training (``None``: nowhere).
+        figures_dir: where a subclass writes its figures (``None``: nowhere).
         theta_loss_weight: weight of an auxiliary loss pulling the input transformer's θ towards the true inverse of
             the distortion (supervised transformer training; 0: off, the paper's unsupervised setting). Needs
             batches ``(images, labels, truth)`` with ``truth["theta"]``, the distortion's sampling parameters of the
@@ -94,8 +85,6 @@ class ClassificationSystem(pl.LightningModule):
         lr_step_every: int = 50_000,
         lr_gamma: float = 0.1,
         lr_milestones: Sequence[int] | None = None,
-        theta_log_every: int = 100,
-        image_log_every: int = 1000,
         figures_dir: str | Path | None = None,
         optimizer: str = "sgd",
         theta_loss_weight: float = 0.0,
@@ -114,8 +103,6 @@ class ClassificationSystem(pl.LightningModule):
         self.lr_step_every = lr_step_every
         self.lr_gamma = lr_gamma
         self.lr_milestones = sorted(lr_milestones) if lr_milestones else None
-        self.theta_log_every = theta_log_every
-        self.image_log_every = image_log_every
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
         if theta_target not in THETA_TARGETS:
             raise ValueError(f"theta_target must be one of {', '.join(THETA_TARGETS)}, got {theta_target!r}")
@@ -124,7 +111,6 @@ class ClassificationSystem(pl.LightningModule):
         self.theta_target_noise = theta_target_noise
         self.val_error = torchmetrics.MeanMetric()
         self.test_error = torchmetrics.MeanMetric()
-        self._preview: Tensor | None = None
         self._window: dict[str, Tensor] = {}  # sums of the logged training scalars since the last logging step
         self._window_steps = 0
         self._test_wrong: list[Tensor] = []
@@ -171,12 +157,6 @@ class ClassificationSystem(pl.LightningModule):
             loss = loss + self.theta_loss_weight * theta_loss
         logged["train/loss"] = loss
         self._log_window(logged)
-        if self.theta_log_every and self.global_step % self.theta_log_every == 0:
-            self._log_theta()
-        if self._preview is None:
-            self._preview = images[:16].detach()
-        if self.image_log_every and self.global_step % self.image_log_every == 0:
-            self._log_grid_to_wandb()
         return loss
 
     def _log_window(self, values: dict[str, Tensor]) -> None:
@@ -265,17 +245,6 @@ class ClassificationSystem(pl.LightningModule):
                 metrics.update({prefix + key: value for key, value in stats.items()})
         return metrics
 
-    def _log_theta(self) -> None:
-        """Send :meth:`theta_metrics` to every logger at this step (``step=global_step``), from global rank 0 and
-        independently of the trainer's ``log_every_n_steps``: one device synchronisation per θ-logging step."""
-        if not self.trainer.is_global_zero:
-            return
-        metrics = self.theta_metrics()
-        if metrics:
-            values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist(), strict=True))
-            for logger in self.loggers:
-                logger.log_metrics(values, step=self.global_step)
-
     def transformed_grid(self, images: Tensor) -> Tensor | None:
         """Inputs next to the input transformer's outputs (the paper's Figure 3): ``(3, H', W')``, or ``None``."""
         transformer = getattr(self.model, "transformer", None)
@@ -287,18 +256,3 @@ class ClassificationSystem(pl.LightningModule):
             warped = F.interpolate(warped, size=images.shape[-2:], mode="bilinear", align_corners=False)
         rows = torch.stack([images, warped], dim=1).flatten(0, 1)
         return make_grid(rows.clamp(0, 1), nrow=2 * int(math.ceil(math.sqrt(len(images)))), padding=2, pad_value=0.5)
-
-    def _log_grid_to_wandb(self) -> Tensor | None:
-        wandb_loggers = [lg for lg in self.loggers if isinstance(lg, pl.loggers.WandbLogger)]
-        grid = self.transformed_grid(self._preview) if self._preview is not None else None
-        if grid is not None and wandb_loggers:
-            image = _to_uint8(grid)
-            for logger in wandb_loggers:
-                logger.log_image("transformed", [image], step=self.global_step)
-        return grid
-
-    def on_train_end(self) -> None:
-        grid = self._log_grid_to_wandb()
-        if grid is not None and self.figures_dir is not None:
-            self.figures_dir.mkdir(parents=True, exist_ok=True)
-            save_image(grid, self.figures_dir / "transformed.png")

@@ -182,7 +182,6 @@ class ColocalisationSystem(ClassificationSystem):
         self._trajectory[self.global_step] = attention_boxes(self.model.theta, canvases.shape[-2:]).cpu()
 
     def on_train_end(self) -> None:
-        super().on_train_end()
         if self._tracked is None or self.figures_dir is None:
             return
         self._track()
@@ -201,8 +200,6 @@ class ColocalisationSystem(ClassificationSystem):
         self.log("train/active", (per_sample > 0).float().mean())
         self.log("train/chosen_loss", self.model.candidate_loss.min(1).values.mean())
         self.log("train/scale_ceiling", self.model.transformers[0].ceiling)
-        if self.theta_log_every and self.global_step % self.theta_log_every == 0:
-            self._log_theta()
         return loss
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:

@@ -28,8 +28,8 @@ class VolumeSystem(ClassificationSystem):
     Figures: ``<figures_dir>/projection.png``, written after testing, shows the first :data:`FIGURE_SAMPLES` test
     volumes as pairs: the depth projection of the input volume (left) next to the classifier's input (right; for
     the 3D ST-CNN the projection of the transformer's output), each scaled to its own maximum and resized to the
-    input's size. The same grid of the first training batch goes to W&B every ``image_log_every`` steps. Other
-    arguments: see :class:`ClassificationSystem`.
+    input's size; :class:`~stn_repro.callbacks.TransformedImages` draws the same grid of the first training inputs.
+    Other arguments: see :class:`ClassificationSystem`.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -45,9 +45,6 @@ class VolumeSystem(ClassificationSystem):
             seen = F.interpolate(seen, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
         rows = torch.stack([_scaled(inputs), _scaled(seen)], dim=1).flatten(0, 1)
         return make_grid(rows.clamp(0, 1), nrow=2 * int(math.ceil(math.sqrt(len(images)))), padding=2, pad_value=0.5)
-
-    def on_train_end(self) -> None:
-        self._log_grid_to_wandb()
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         if self._test_samples is None:

@@ -52,8 +52,6 @@ def system_settings(cfg: DictConfig, figures_dir: Path) -> dict[str, Any]:
         "lr_step_every": p.lr_step_every,
         "lr_gamma": p.lr_gamma,
         "lr_milestones": list(p.lr_milestones) if p.get("lr_milestones") else None,
-        "theta_log_every": p.theta_log_every,
-        "image_log_every": p.image_log_every,
         "figures_dir": figures_dir,
         "theta_loss_weight": cfg.optim.theta_loss_weight,
         "theta_target": cfg.optim.theta_target,
