@@ -106,8 +106,10 @@ def test_a_scaled_perspective_row_is_a_stated_deviation():
 
     meta, sizes = {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9}
     note = "projective transformer: the perspective row (g, h) is 0.1 times its two parameters"
-    for cell, scale, stated in [("st2_fcn_proj", 0.1, True), ("st2_fcn_proj", 1.0, False), ("st2_fcn_aff", 0.1, False)]:
-        cfg = _compose(f"addition/{cell}", f"+transformer.options.perspective_scale={scale}")
+    cases = [("st2_fcn_proj", [], True), ("st_fcn_proj", [], True), ("st2_fcn_proj", ["1.0"], False)]
+    cases += [("st2_fcn_aff", ["0.1"], False)]  # an affine transformer has no perspective row
+    for cell, scale, stated in cases:
+        cfg = _compose(f"addition/{cell}", *(f"++transformer.options.perspective_scale={s}" for s in scale))
         assert any(n.startswith(note) for n in deviations(cfg, meta, sizes)) == stated, (cell, scale)
 
 
