@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
+from test_pipeline import tiny_overrides
 
 from stn_repro.callbacks import ThetaStatistics, TransformedImages
 from stn_repro.config import ConfigError
@@ -73,16 +74,9 @@ def test_a_users_callback_runs_in_a_real_run_from_yaml_alone(tmp_path, data_root
     cfg = _compose(
         f"+callbacks.count._target_={__name__}.CountSteps",
         "+callbacks.count.label=mine",
+        *tiny_overrides(tmp_path, data_root),
         "profile.iterations=3",
         "profile.val_every=3",
-        "profile.batch_size=8",
-        "data.val_size=16",
-        "data.source=bundled",
-        f"paths.data={data_root}",
-        f"paths.runs={tmp_path / 'runs'}",
-        f"paths.variants={tmp_path / 'runs'}",
-        f"paths.models={tmp_path / 'models'}",
-        f"paths.checkpoints={tmp_path / 'ckpt'}",
     )
     record = run(cfg, tmp_path / "out")
     assert record.status == "finished" and CountSteps.seen == [1, 2, 3]
