@@ -21,12 +21,11 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
-from stn_repro.callbacks import StepTimer
-from stn_repro.cli import exit_on_bad_arguments, one_line
+from stn_repro.callbacks import StepTimer, build_callbacks
+from stn_repro.cli import exit_on_bad_arguments
 from stn_repro.config import ConfigError, check_writable
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
@@ -76,7 +75,7 @@ def run(
     ``sweep`` is the folder of the Hydra multirun the run is a job of (its W&B group, :mod:`stn_repro.loggers`).
     """
     validate(cfg)
-    jobs = side_jobs(cfg, output_dir / "figures")
+    jobs = build_callbacks(cfg.get("callbacks"), output_dir / "figures")
     task = get_task(cfg)
     data = task.data(cfg)
     notes: list[str] = []  # what resolving the data says comes under the run's first line
@@ -231,29 +230,6 @@ def run(
     result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")) if metrics else "diverged"
     print(f"  {result} ({record.params:,} parameters, {description}, {wall:.0f} s) -> {path}", flush=True)
     return record
-
-
-def side_jobs(cfg: DictConfig, figures_dir: Path) -> list[pl.Callback]:
-    """The callbacks of ``cfg.callbacks`` (``conf/callbacks/``), instantiated; a node's ``figures_dir`` is set to
-    ``figures_dir``, and a node set to null is left out.
-
-    Raises:
-        ConfigError: a node does not build a Lightning callback (the message names it).
-    """
-    built = []
-    for name, node in (cfg.get("callbacks") or {}).items():
-        if node is None:
-            continue
-        try:
-            callback = instantiate(node, **({"figures_dir": figures_dir} if "figures_dir" in node else {}))
-        except Exception as error:  # Hydra wraps whatever the target raised (import, signature, value)
-            raise ConfigError(f"config error: callbacks.{name} does not build: {one_line(error)}") from None
-        if not isinstance(callback, pl.Callback):
-            raise ConfigError(
-                f"config error: callbacks.{name} is a {type(callback).__name__}, not a Lightning callback"
-            )
-        built.append(callback)
-    return built
 
 
 def run_folder(root: str | Path, suite: str, cell: str, seed: int, digest: str) -> Path:

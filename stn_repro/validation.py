@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from stn_repro.callbacks import build_callbacks
 from stn_repro.config import ConfigError, check, check_choice, check_number, check_positive_int, get_value
 from stn_repro.fast import COMPILE_MODES, CUDA_ONLY_COMPILE_MODES
 from stn_repro.results.reference import paper_value
@@ -52,6 +53,7 @@ def validate(cfg: DictConfig) -> None:
     check_trainer_processes(cfg)
     check_fast_path(cfg)
     check_positive_int(cfg, "progress.every")
+    build_callbacks(cfg.get("callbacks"), None)  # every side job builds (then thrown away)
     for flag in ("logger.csv", "logger.wandb"):
         check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
     paper = get_value(cfg, "paper")

@@ -9,10 +9,11 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from test_pipeline import tiny_overrides
 
-from stn_repro.callbacks import ThetaStatistics, TransformedImages
+from stn_repro.callbacks import ThetaStatistics, TransformedImages, build_callbacks
 from stn_repro.config import ConfigError
 from stn_repro.identity import config_hash
-from stn_repro.train import run, side_jobs
+from stn_repro.train import run
+from stn_repro.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -34,6 +35,10 @@ class CountSteps(pl.Callback):
 def _compose(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=["experiment=table1/st_fcn_aff_r", *overrides])
+
+
+def side_jobs(cfg, figures_dir):
+    return build_callbacks(cfg.callbacks, figures_dir)
 
 
 def test_the_default_side_jobs_are_built_with_the_run_figure_folder(tmp_path):
@@ -67,6 +72,8 @@ def test_a_bad_side_job_stops_with_one_line_naming_it(override, message, tmp_pat
     with pytest.raises(ConfigError, match=message) as caught:
         side_jobs(_compose(override), tmp_path)
     assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=message):  # before anything runs: a suite checks every cell first
+        validate(_compose(override))
 
 
 def test_a_users_callback_runs_in_a_real_run_from_yaml_alone(tmp_path, data_root):
