@@ -42,11 +42,13 @@ def check_experiment_arguments(overrides: Sequence[str]) -> None:
 
 def check_composes(overrides: Sequence[str]) -> None:
     """Raise :class:`ConfigError` (one line) unless ``conf/train.yaml`` composes with ``overrides``; of a sweep
-    (``key=a,b``) the first value is tried, of ``hydra.*`` overrides none."""
+    (``key=a,b``) the first value is tried, of ``hydra.*`` overrides only ``hydra.searchpath`` (your own config
+    folders: what composes depends on it)."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     first = []
     for override in parsed:
-        if override.get_key_element().lstrip("+~").startswith("hydra"):
+        key = override.get_key_element().lstrip("+~")
+        if key.startswith("hydra") and key != "hydra.searchpath":
             continue
         if override.is_sweep_override():
             first.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")

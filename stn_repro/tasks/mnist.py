@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from stn_repro.cli import one_line
 from stn_repro.config import (
+    ConfigError,
     check,
     check_choice,
     check_number,
@@ -31,11 +34,31 @@ from stn_repro.transformers import FAMILIES
 THETA_SUPERVISED_DISTORTIONS = ("R", "RTS", "P", "TC")
 
 
+def own_model(cfg: DictConfig) -> bool:
+    """Whether ``model`` names a class by ``_target_`` (a model of your own, see the README) rather than one of the
+    paper's kinds."""
+    return OmegaConf.select(cfg, "model._target_") is not None
+
+
 def validate(cfg: DictConfig) -> None:
-    check_choice(cfg, "model.kind", MODEL_KINDS)
-    check_positive_int(cfg, "model.param_target")
-    check_positive_int(cfg, "model.fcn_layers")
-    check_transformer_family(cfg, has_transformer(str(get_value(cfg, "model.kind"))), sorted(FAMILIES))
+    if own_model(cfg):
+        kind = get_value(cfg, "model.kind")
+        paper_kinds = ", ".join(MODEL_KINDS)
+        expected = f"a name for your model (cell names, budgets), not one of the paper's ({paper_kinds})"
+        check(isinstance(kind, str) and kind not in MODEL_KINDS, "model.kind", kind, expected)
+        target = get_value(cfg, "model._target_")
+        try:
+            get_object(target)
+        except Exception as error:  # Hydra's locate: an import error or a missing attribute
+            raise ConfigError(f"config error: model._target_={target} is not found: {one_line(error)}") from None
+    else:
+        check_choice(cfg, "model.kind", MODEL_KINDS)
+        check_positive_int(cfg, "model.param_target")
+        check_positive_int(cfg, "model.fcn_layers")
+        check_transformer_family(cfg, has_transformer(str(get_value(cfg, "model.kind"))), sorted(FAMILIES))
+        fed = get_value(cfg, "model.theta_to_classifier")
+        allowed = (False, True) if get_value(cfg, "model.kind") in ("st_fcn", "st_cnn") else (False,)
+        check(fed in allowed, "model.theta_to_classifier", fed, "true or false; true only for st_fcn / st_cnn")
     check_choice(cfg, "data.distortion", sorted(DISTORTIONS))
     check_choice(cfg, "data.source", SOURCES)
     check_choice(cfg, "data.digits", DIGITS)
@@ -43,9 +66,6 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int(cfg, "data.num_classes", minimum=2)
     check_val_size(cfg)
     check_positive_int(cfg, "profile.param_target")
-    fed = get_value(cfg, "model.theta_to_classifier")
-    allowed = (False, True) if get_value(cfg, "model.kind") in ("st_fcn", "st_cnn") else (False,)
-    check(fed in allowed, "model.theta_to_classifier", fed, "true or false; true only for st_fcn / st_cnn")
     check_choice(cfg, "optim.theta_target", THETA_TARGETS)
     check_number(cfg, "optim.theta_target_noise", 0.0)
     weight = get_value(cfg, "optim.theta_loss_weight")
@@ -81,6 +101,8 @@ def data(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
+    if own_model(cfg):
+        return own_model_instance(cfg, data), f"{cfg.model._target_}"
     model, width = build_matched_model(
         cfg.model.param_target,
         kind=cfg.model.kind,
@@ -97,6 +119,24 @@ def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
     return model, f"width {width}"
 
 
+def own_model_instance(cfg: DictConfig, data: Any) -> nn.Module:
+    """``model._target_`` built with the node's other keys (less ``kind``, the model's name) and the data's
+    ``in_shape`` ``(C, H, W)`` and ``num_classes``: the constructor takes those two and its own options.
+
+    Raises:
+        ConfigError: the class cannot be found or built, or is not an ``nn.Module`` (the message names it).
+    """
+    node = {key: value for key, value in options(cfg.model).items() if key != "kind"}
+    try:
+        built = instantiate(node, in_shape=tuple(data.input_shape), num_classes=cfg.data.num_classes)
+    except Exception as error:  # Hydra wraps whatever the class raised (import, signature, value)
+        raise ConfigError(
+            f"config error: model._target_={node['_target_']} does not build: {one_line(error)}"
+        ) from None
+    check(isinstance(built, nn.Module), "model._target_", node["_target_"], "a torch.nn.Module class")
+    return built
+
+
 def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> ClassificationSystem:
     return ClassificationSystem(model, **system_settings(cfg, figures_dir))
 
@@ -111,13 +151,18 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     if sizes["val"]:
         notes.append(f"{sizes['val']:,} training samples held out for validation (the paper does not say)")
     notes += schedule_deviations(cfg, "mnist")
-    notes.append(f"models sized to ~{cfg.model.param_target:,} parameters (the paper matches counts; 400k is a guess)")
+    if own_model(cfg):
+        notes.append(f"model: {cfg.model._target_} (your own, not one of the paper's)")
+    else:
+        notes.append(
+            f"models sized to ~{cfg.model.param_target:,} parameters (the paper matches counts; 400k is a guess)"
+        )
     o = cfg.optim
     if o.name != "sgd":
         notes.append(f"optimiser {o.name}, lr {o.lr:g} (paper: plain SGD)")
     elif o.momentum:
         notes.append(f"SGD momentum {o.momentum} (paper: plain SGD)")
-    if o.loc_lr_mult != 1.0 and has_transformer(cfg.model.kind):
+    if o.loc_lr_mult != 1.0 and (own_model(cfg) or has_transformer(cfg.model.kind)):
         notes.append(f"localisation nets at {o.loc_lr_mult:g}x the base learning rate (paper: the base rate)")
     if cfg.optim.theta_loss_weight:
         known = "its rotation angle" if cfg.optim.theta_target == "rotation" else "every parameter"
