@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from stn_repro import components
 from stn_repro.models.colocalisation import CROP_SIZE, DESCRIPTORS
 from stn_repro.results.markdown import markdown_table
 from stn_repro.systems.colocalisation import all_pairs_triplet_loss, frame_boxes, random_crops
-from stn_repro.tasks import get_task
 from stn_repro.train import git_revision
 from stn_repro.transformers import AttentionFamily, sample
 
@@ -52,11 +52,10 @@ def cell_set(cell: str):
     of one cell."""
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose("train", overrides=[f"experiment=colocalisation/{cell}"])
-    task = get_task(cfg)
-    data = task.data(cfg)
+    data = components.data_module(cfg)
     data.prepare_data()
     data.setup("test")
-    model, _ = task.model(cfg, data)
+    model = components.model(cfg, data)
     canvases, labels, frames = [], [], []
     for batch, label, truth in data.test_dataloader():
         canvases.append(batch)

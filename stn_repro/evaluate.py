@@ -27,11 +27,11 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from stn_repro import components
 from stn_repro.config import ConfigError
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR
 from stn_repro.results.records import RecordError, read_record
-from stn_repro.tasks import get_task
 from stn_repro.train import quiet_lightning
 from stn_repro.utils import atomic_path
 from stn_repro.validation import validate
@@ -52,6 +52,11 @@ def locate(run: Path, models_root: Path) -> tuple[Path, Path, Path]:
 def configure(config_file: Path, overrides: Sequence[str]) -> DictConfig:
     """The run's resolved configuration with ``overrides`` applied (``data=<name>``: ``conf/data/<name>.yaml``)."""
     cfg = OmegaConf.load(config_file)
+    if any(OmegaConf.select(cfg, f"{node}._target_") is None for node in ("data", "model", "system")):
+        raise ConfigError(
+            f"{config_file} predates configurations that name their classes (data, model and system _target_): "
+            "train the run again with this version, or copy those nodes' _target_ lines from conf/ into it"
+        )
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep:
@@ -61,7 +66,9 @@ def configure(config_file: Path, overrides: Sequence[str]) -> DictConfig:
             if not data_file.is_file():
                 known = ", ".join(sorted(p.stem for p in data_file.parent.glob("*.yaml")))
                 raise ConfigError(f"unknown data {value!r}; expected one of {known}")
-            cfg.data = OmegaConf.load(data_file)
+            data = OmegaConf.load(data_file)
+            data.pop("defaults", None)  # its system choice: the run's own system tests the model
+            cfg.data = data
         elif OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
             raise ConfigError(f"config error: the run's configuration has no key {key!r}")
         else:
@@ -101,11 +108,10 @@ def load_run(run: Path, overrides: Sequence[str] = ()) -> LoadedRun:
         if not needed.is_file():
             raise ConfigError(f"{needed} is missing: is {run} a finished run's model folder, record or checkpoint?")
     cfg = configure(config_file, overrides)
-    task = get_task(cfg)
-    data = task.data(cfg)
+    data = components.data_module(cfg)
     data.prepare_data()
     data.setup()
-    model, _ = task.model(cfg, data)
+    model = components.model(cfg, data)
     try:
         model.load_state_dict(load_weights(weights_file))
     except RuntimeError as error:
@@ -123,7 +129,7 @@ def evaluate(run: Path, overrides: Sequence[str] = ()) -> tuple[dict[str, float]
     Raises: as :func:`load_run`.
     """
     cfg, data, model, folder, weights_file = load_run(run, overrides)
-    system = get_task(cfg).system(cfg, model, data, None)
+    system = components.system(cfg, model, data, None)
     accelerator = cfg.trainer.accelerator if cfg.trainer.accelerator != "gpu" or torch.cuda.is_available() else "cpu"
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=cfg.trainer.precision, logger=False,

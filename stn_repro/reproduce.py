@@ -32,6 +32,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from stn_repro import components
 from stn_repro.cli import one_line
 from stn_repro.config import ConfigError, check_writable
 from stn_repro.data.errors import DataError
@@ -48,7 +49,7 @@ from stn_repro.results.claims import (
 from stn_repro.results.records import RecordError, RunRecord, find_record
 from stn_repro.results.summaries import TableError
 from stn_repro.results.tables import build_not_run_tables, build_tables
-from stn_repro.tasks import get_task, preflight
+from stn_repro.tasks import preflight
 from stn_repro.validation import validate
 
 PROFILES = ("auto", "quick", "paper")
@@ -168,7 +169,7 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
             validate(cfg)
         except ConfigError as error:
             raise ConfigError(f"{cell}: {error}") from None
-        checksum = get_task(cfg).data(cfg).source_metadata()["checksum"]
+        checksum = components.data_module(cfg).source_metadata()["checksum"]
         changed, canonical = protocol_overrides(cfg, started_from=cell)
         root = Path(cfg.paths.runs if canonical else cfg.paths.variants)
         for seed in cfg.profile.seeds:

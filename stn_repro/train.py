@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
+from stn_repro import components
 from stn_repro.callbacks import StepTimer, build_callbacks
 from stn_repro.cli import exit_on_bad_arguments
 from stn_repro.config import ConfigError, check_writable
@@ -49,7 +50,7 @@ from stn_repro.resume import ResumeState
 from stn_repro.scaling import check_launch, describe_device, leave_process_group, resume_checkpoint, test_trainer
 from stn_repro.sweeps import SweepSummary  # noqa: F401 (registers the job_suffix resolver of hydra.sweep.subdir)
 from stn_repro.systems import DivergedError
-from stn_repro.tasks import deviations, get_task
+from stn_repro.tasks import deviations
 from stn_repro.utils import atomic_path
 from stn_repro.validation import validate
 
@@ -76,8 +77,7 @@ def run(
     """
     validate(cfg)
     jobs = build_callbacks(cfg.get("callbacks"), output_dir / "figures")
-    task = get_task(cfg)
-    data = task.data(cfg)
+    data = components.data_module(cfg)
     notes: list[str] = []  # what resolving the data says comes under the run's first line
     data.log = notes.append
     source = data.source_metadata()
@@ -90,7 +90,7 @@ def run(
     progress = ""
     if cfg.progress.total and job_index is not None:
         progress = f"{suite_line(job_index, cfg.progress.total, cfg.progress.started)}: "
-    what = f"{cfg.cell} on {cfg.data.get('distortion') or cfg.data.name}, seed {cfg.seed}"
+    what = f"{cfg.cell} on {cfg.data.get('distortion') or data.name}, seed {cfg.seed}"
     existing = _existing_record(runs_root, cfg, digest)
     if existing is not None:
         print(f"{progress}{what}: done already ({existing.status}), skipping (rerun=true trains it again)", flush=True)
@@ -105,8 +105,8 @@ def run(
 
     data.prepare_data()
     data.setup()
-    model, description = task.model(cfg, data)
-    system = task.system(cfg, apply_fast_options(model, cfg.fast), data, output_dir / "figures")
+    model = components.model(cfg, data)
+    system = components.system(cfg, apply_fast_options(model, cfg.fast), data, output_dir / "figures")
     timer = StepTimer()
     resume_state = ResumeState()
     checkpoints = run_folder(cfg.paths.checkpoints, cfg.suite, cfg.cell, cfg.seed, digest)
@@ -228,7 +228,7 @@ def run(
     for checkpoint in checkpoints.glob("*.ckpt"):  # the final weights are in `models`
         checkpoint.unlink()
     result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")) if metrics else "diverged"
-    print(f"  {result} ({record.params:,} parameters, {description}, {wall:.0f} s) -> {path}", flush=True)
+    print(f"  {result} ({record.params:,} parameters, {type(model).__name__}, {wall:.0f} s) -> {path}", flush=True)
     return record
 
 

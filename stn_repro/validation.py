@@ -1,5 +1,6 @@
 """Checks of a composed run configuration (``conf/train.yaml``): every bad value is reported by key, in one line,
-before anything runs. Each task adds its own checks (:mod:`stn_repro.tasks`)."""
+before anything runs: the data, model and system nodes name classes that exist (:mod:`stn_repro.components`), and
+each experiment family adds its checks across keys (:mod:`stn_repro.tasks`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.callbacks import build_callbacks
+from stn_repro.components import check_targets
 from stn_repro.config import ConfigError, check, check_choice, check_number, check_positive_int, get_value
 from stn_repro.fast import COMPILE_MODES, CUDA_ONLY_COMPILE_MODES
 from stn_repro.results.reference import paper_value
 from stn_repro.systems.classification import OPTIMIZERS
-from stn_repro.tasks import TASKS
+from stn_repro.tasks import get_task
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling
@@ -25,8 +27,10 @@ def validate(cfg: DictConfig) -> None:
     except Exception as error:  # an interpolation to a missing key, a bad resolver, ...
         raise ConfigError(f"config error: {str(error).splitlines()[0]}") from None
 
-    check_choice(cfg, "data.kind", sorted(TASKS))
-    TASKS[get_value(cfg, "data.kind")].validate(cfg)
+    check_targets(cfg)
+    task = get_task(cfg)
+    if task is not None:
+        task.validate(cfg)
     for key in ("iterations", "batch_size", "lr_step_every", "val_every"):
         check_positive_int(cfg, f"profile.{key}")
     check_number(cfg, "profile.lr_gamma", 0.0, strict=True)

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from stn_repro.config import ConfigError
+from stn_repro.data.colocalisation import ClassBalancedBatches, choose_per_class
 from stn_repro.data.distortions import get_distortion
 from stn_repro.models.colocalisation import (
     EMBEDDING_DEFAULTS,
@@ -31,7 +32,6 @@ from stn_repro.systems.colocalisation import (
     frame_boxes,
     random_crops,
 )
-from stn_repro.tasks.colocalisation import ClassBalancedBatches, choose_per_class
 from stn_repro.train import run
 from stn_repro.transformers import AttentionFamily, sample
 from stn_repro.validation import validate
@@ -239,7 +239,7 @@ def test_every_config_composes_and_validates(cell):
     for profile in ("coloc_quick", "coloc_paper"):
         cfg = _compose(cell, f"profile={profile}")
         validate(cfg)
-        assert cfg.data.kind == "colocalisation" and cfg.paper.table == "co_localisation"
+        assert cfg.data._target_.endswith("ColocalisationDataModule") and cfg.paper.table == "co_localisation"
         assert cfg.data.canvas == 84 and cfg.data.per_class == 100 and cfg.transformer.family == "attention"
     assert _compose(cell).profile.name == "quick"
 

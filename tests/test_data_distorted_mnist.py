@@ -110,7 +110,7 @@ def test_tensor_batches_shuffle_per_epoch_and_cover_every_sample():
     "kwargs,match",
     [
         ({"distortion": "Q"}, "unknown distortion"),
-        ({"distortion_params": {"angel": 3}}, "unknown parameter"),
+        ({"params": {"angel": 3}}, "unknown parameter"),
         ({"batch_size": 0}, "batch_size"),
         ({"val_size": -1}, "val_size"),
         ({"val_size": 1.5}, "val_size"),

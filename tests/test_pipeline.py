@@ -1,13 +1,14 @@
 """The Table 1 pipeline: configs, one run end to end, resume, divergence, suites and the reproduction driver."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stn_repro import reproduce
+from stn_repro import components, reproduce
 from stn_repro.config import ConfigError
 from stn_repro.models import STClassifier, build_matched_model, build_model, count_parameters
 from stn_repro.results.records import find_record, load_records
@@ -69,16 +70,10 @@ def test_every_experiment_composes_validates_and_matches_the_parameter_target(ce
     channels, size = {"R": (1, 28), "RTS": (1, 42), "P": (1, 28), "E": (1, 28), "TC": (1, 60), "ADD": (2, 42)}[
         cfg.data.distortion
     ]
-    model, _ = build_matched_model(
-        cfg.model.param_target,
-        kind=cfg.model.kind,
-        in_shape=(channels, size, size),
-        num_classes=cfg.data.num_classes,
-        family=cfg.transformer.family,
-        family_options=OmegaConf.to_container(cfg.transformer.options),
-        localisation=OmegaConf.to_container(cfg.model.localisation) if cfg.model.localisation else None,
-        pool=cfg.data.pool,
+    shape = SimpleNamespace(
+        model_inputs=lambda: {"in_shape": (channels, size, size), "num_classes": cfg.data.num_classes}
     )
+    model = components.model(cfg, shape)  # the model node as a run builds it, for data of that shape
     assert abs(count_parameters(model) - cfg.model.param_target) / cfg.model.param_target < 0.05
     assert isinstance(model, STClassifier) == cfg.model.kind.startswith(("st_", "st2_"))
     if cfg.model.kind.startswith("st2_"):  # two transformers, each warping both channels, concatenated

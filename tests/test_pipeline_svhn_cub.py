@@ -76,7 +76,7 @@ def test_every_svhn_and_cub_experiment_composes_and_validates(cell):
     validate(cfg)
     assert cfg.paper.table == ("table2_svhn" if cell.startswith("svhn/") else "table3_cub")
     assert cfg.profile.name == "quick"
-    assert _compose(cell, f"profile={cfg.data.kind}_paper").profile.name == "paper"
+    assert _compose(cell, f"profile={cell.split('/')[0]}_paper").profile.name == "paper"
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ def test_every_cell_composes_and_validates_with_both_profiles(cell):
     cfg = _compose(cell)
     validate(cfg)
     assert cfg.paper.table == "recurrent_stn_mnist_sequences" and cfg.profile.name == "quick"
-    assert cfg.data.kind == "mnist_sequence" and cfg.optim.name == "rmsprop"
+    assert cfg.data._target_.endswith("DigitSequenceDataModule") and cfg.optim.name == "rmsprop"
     paper = _compose(cell, "profile=rnn_paper")
     validate(paper)
     assert paper.profile.name == "paper" and list(paper.profile.lr_milestones) == sequences.PAPER_MILESTONES

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from stn_repro.data.batches import CroppedBatches, TensorBatches
+from stn_repro.data.colocalisation import ClassBalancedBatches
 from stn_repro.data.volumes import ExtrudedVolumes, VolumeBatches
 from stn_repro.results.records import load_records
 from stn_repro.resume import ResumeState
-from stn_repro.tasks.colocalisation import ClassBalancedBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,14 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_pipeline import CONF, _tiny, tiny_overrides
 
-from stn_repro import reproduce
+from stn_repro import components, reproduce
 from stn_repro.config import ConfigError
 from stn_repro.data.batches import CroppedBatches, TensorBatches, batch_count
 from stn_repro.data.volumes import ExtrudedVolumes, VolumeBatches
 from stn_repro.results.records import load_records
 from stn_repro.scaling import check_launch, resume_checkpoint
 from stn_repro.systems import ClassificationSystem
-from stn_repro.tasks import get_task
 from stn_repro.train import run
 from stn_repro.validation import validate
 
@@ -211,12 +210,11 @@ def test_resume_takes_the_newest_checkpoint(tmp_path):
 
 def _one_device_evaluation(cfg, state_dict, figures):
     """val/err and test/err of ``state_dict`` evaluated by one process on the CPU."""
-    task = get_task(cfg)
-    data = task.data(cfg)
+    data = components.data_module(cfg)
     data.prepare_data()
     data.setup()
-    model, _ = task.model(cfg, data)
-    system = task.system(cfg, model, data, figures)
+    model = components.model(cfg, data)
+    system = components.system(cfg, model, data, figures)
     system.load_state_dict(state_dict)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)  # fmt: skip
@@ -253,10 +251,10 @@ def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_ex
         (path,) = (tmp_path / name / "models").rglob("weights.pt")
         weights[name] = {f"model.{k}": v.float() for k, v in torch.load(path, weights_only=True).items()}
     pl.seed_everything(0, verbose=False)  # the initial weights, as run() builds them
-    data = get_task(single_cfg).data(single_cfg)
+    data = components.data_module(single_cfg)
     data.prepare_data()
     data.setup()
-    initial = get_task(single_cfg).model(single_cfg, data)[0].state_dict()
+    initial = components.model(single_cfg, data).state_dict()
     moved = max((weights["one"][f"model.{k}"] - v).abs().max().item() for k, v in initial.items())
     differ = max((weights["one"][k] - weights["ddp"][k]).abs().max().item() for k in weights["one"])
     # float64 training agrees to ~3e-17; the kept weights of the ddp_spawn job come back into the launching process's

@@ -187,7 +187,11 @@ def _compose(cell, *overrides):
 def test_every_experiment_composes_and_validates_in_both_profiles(cell):
     cfg = _compose(cell)
     validate(cfg)
-    assert cfg.paper.table == "mnist_3d" and cfg.profile.name == "quick" and cfg.data.kind == "mnist3d"
+    assert (
+        cfg.paper.table == "mnist_3d"
+        and cfg.profile.name == "quick"
+        and cfg.data._target_.endswith("VolumeMNISTDataModule")
+    )
     paper = _compose(cell, "profile=mnist3d_paper")
     validate(paper)
     assert paper.profile.name == "paper" and paper.model.out_size == 60

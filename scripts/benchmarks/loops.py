@@ -27,8 +27,8 @@ from omegaconf import DictConfig
 
 from benchmarks.idx import write_mnist_folder
 from benchmarks.plan import CONF, SCRIPT
+from stn_repro import components
 from stn_repro.fast import apply_fast_options
-from stn_repro.tasks import get_task
 from stn_repro.train import run
 
 RESULT_PREFIX = "BENCH-RESULT "  # the line of a ``--worker`` run that carries its figures (JSON)
@@ -170,13 +170,12 @@ def framework_path(cell: str, args: argparse.Namespace, work: Path, *overrides: 
 def cell_data_and_model(cell: str, args: argparse.Namespace, work: Path) -> tuple[Any, torch.nn.Module, DictConfig]:
     """The data module (set up, from the cache path 1 built) and a fresh model seeded as ``run`` seeds it."""
     cfg = compose_cell(cell, args, work)
-    task = get_task(cfg)
     with contextlib.redirect_stdout(io.StringIO()):
-        data = task.data(cfg)
+        data = components.data_module(cfg)
         data.prepare_data()
         data.setup()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model, _ = task.model(cfg, data)
+    model = components.model(cfg, data)
     return data, model, cfg
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -35,12 +35,16 @@ class SplitDataModule(pl.LightningDataModule):
         batch_size: training batch size, all processes together (evaluation batches have the same size).
         log: receives one-line progress messages (the training script replaces it: ``data.log = ...``).
         device_resident: build the batches on the trainer's device (:meth:`_device`).
+        name: the dataset's name in cell names and messages (``data.name``).
     """
 
     #: What the messages call one sample.
     unit = "sample"
     #: Prefix of the option names in the constructor's messages.
     option_prefix = "data."
+    #: The experiment family whose checks and deviation notes a run on these data follows (:mod:`stn_repro.tasks`);
+    #: ``None`` for a data module of your own (the run then carries the general notes only).
+    task: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -50,6 +54,7 @@ class SplitDataModule(pl.LightningDataModule):
         batch_size: int,
         log: Callable[[str], None],
         device_resident: bool = False,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         prefix, article = self.option_prefix, "an" if self.unit[0] in "aeiou" else "a"
@@ -65,6 +70,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.log = log
         self.device_resident = device_resident
+        self.name = name or type(self).__name__
         self.metadata: dict[str, Any] = {}
         self._is_set_up = False
 
@@ -76,6 +82,15 @@ class SplitDataModule(pl.LightningDataModule):
     def input_shape(self) -> tuple[int, ...]:
         """``(C, H, W)`` (or ``(C, D, H, W)``) of one input."""
         raise NotImplementedError
+
+    def model_inputs(self) -> dict[str, Any]:
+        """What the model's constructor is given besides its ``model`` node (:func:`stn_repro.components.model`):
+        here the input shape ``in_shape`` and the class count ``num_classes``."""
+        return {"in_shape": tuple(self.input_shape), "num_classes": self.num_classes}
+
+    def system_inputs(self) -> dict[str, Any]:
+        """What the Lightning system's constructor is given from the data besides the model and its settings."""
+        return {}
 
     # -- splits --------------------------------------------------------------------------------------------------
 
@@ -165,8 +180,9 @@ class DigitSetDataModule(SplitDataModule):
         return_truth: bool,
         download_timeout: float,
         log: Callable[[str], None],
+        name: str | None,
     ) -> None:
-        super().__init__(root, seed, val_size, batch_size, log, device_resident)
+        super().__init__(root, seed, val_size, batch_size, log, device_resident, name)
         self.source = source
         self.digits = digits
         self.test_seed = test_seed

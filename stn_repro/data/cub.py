@@ -73,9 +73,11 @@ class CUBDataModule(SplitDataModule):
             turn, so a small limit spans many classes); for smoke runs, never comparable with the paper.
         mean, std: per-channel normalisation (ImageNet's, for pretrained backbones).
         log: receives one-line progress messages.
+        name: the dataset's name (``data.name``).
     """
 
     unit = "image"
+    task = "cub"
 
     def __init__(
         self,
@@ -91,10 +93,11 @@ class CUBDataModule(SplitDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         log: Callable[[str], None] = print,
+        name: str | None = None,
     ) -> None:
         if image_size < 1 or resize < image_size:
             raise ValueError(f"need 1 <= data.image_size <= data.resize, got {image_size} and {resize}")
-        super().__init__(root, seed, val_size, batch_size, log)
+        super().__init__(root, seed, val_size, batch_size, log, name=name)
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if limit is not None and limit < 1:
@@ -206,3 +209,11 @@ class CUBDataModule(SplitDataModule):
     def num_classes(self) -> int:
         """Number of classes listed in ``classes.txt`` (200 for the release)."""
         return len(self._cub().class_names)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The class count (the backbone takes any input size)."""
+        return {"num_classes": self.num_classes}
+
+    def system_inputs(self) -> dict[str, Any]:
+        """The normalisation, undone to draw the attended parts."""
+        return {"mean": self.mean, "std": self.std}

@@ -39,7 +39,8 @@ class DistortedMNISTDataModule(DigitSetDataModule):
 
     Args:
         distortion: protocol name (see :data:`~stn_repro.data.distortions.DISTORTIONS`).
-        distortion_params: overrides of the protocol's parameters (the paper's values by default).
+        params: overrides of the protocol's parameters (the paper's values by default).
+        num_classes: labels per sample (10; ADD: the 19 sums).
         root: data folder (IDX files, downloads and ``cache/``).
         source: ``"auto"``, ``"idx"``, ``"torchvision"`` or ``"bundled"``.
         digits: ``"mnist"`` or ``"fashion_mnist"``.
@@ -52,12 +53,16 @@ class DistortedMNISTDataModule(DigitSetDataModule):
         device_resident: keep the split tensors on the trainer's device and slice batches there.
         return_truth: yield the ground truth dict as a third element of each batch.
         log: receives one-line progress messages (source used, cache hits).
+        name: the dataset's name (``data.name``).
     """
+
+    task = "mnist"
 
     def __init__(
         self,
         distortion: str = "R",
-        distortion_params: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        num_classes: int = 10,
         root: str | Path = "data",
         source: str = "auto",
         digits: str = "mnist",
@@ -70,8 +75,11 @@ class DistortedMNISTDataModule(DigitSetDataModule):
         return_truth: bool = False,
         download_timeout: float = 5.0,
         log: Callable[[str], None] = print,
+        name: str | None = None,
     ) -> None:
-        protocol = get_distortion(distortion, **(distortion_params or {}))
+        if num_classes < 2:
+            raise ValueError(f"data.num_classes must be >= 2, got {num_classes}")
+        protocol = get_distortion(distortion, **(params or {}))
         super().__init__(
             root=root,
             source=source,
@@ -85,8 +93,10 @@ class DistortedMNISTDataModule(DigitSetDataModule):
             return_truth=return_truth,
             download_timeout=download_timeout,
             log=log,
+            name=name,
         )
         self.distortion: Distortion = protocol
+        self.num_classes = num_classes
         self.splits: dict[str, dict[str, np.ndarray]] = {}
         self._train_index = np.arange(0)
         self._loaded: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
@@ -169,3 +179,24 @@ class DistortedMNISTDataModule(DigitSetDataModule):
         """``(C, H, W)`` of one input image."""
         shape = self.distortion.canvas_shape
         return shape if len(shape) == 3 else (1, *shape)
+
+
+class DigitSequenceDataModule(DistortedMNISTDataModule):
+    """Cluttered digit sequences (``SEQ``, Sønderby et al.'s recurrent follow-up): the distorted-MNIST module whose
+    samples are ``length`` digits read left to right; labels ``(B, length)``.
+
+    Args:
+        params: overrides of the ``SEQ`` protocol (``canvas``, ``length``, clutter).
+        Other arguments: see :class:`DistortedMNISTDataModule`.
+    """
+
+    task = "mnist_sequence"
+
+    def __init__(self, distortion: str = "SEQ", **kwargs: Any) -> None:
+        if distortion != "SEQ":
+            raise ValueError(f"data.distortion={distortion!r} is not a digit sequence; expected SEQ")
+        super().__init__(distortion, **kwargs)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The input shape and ``positions``, the digits per sample (one classifier head each)."""
+        return {"in_shape": self.input_shape, "positions": self.distortion.length}

@@ -59,9 +59,11 @@ class SVHNDataModule(SplitDataModule):
         workers: preprocessing processes; default ``min(8, cpu count)``.
         device_resident: keep the split tensors on the trainer's device and slice batches there.
         log: receives one-line progress messages (data found, cache hits, preprocessing progress).
+        name: the dataset's name (``data.name``).
     """
 
     unit = "image"
+    task = "svhn"
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class SVHNDataModule(SplitDataModule):
         workers: int | None = None,
         device_resident: bool = False,
         log: Callable[[str], None] = print,
+        name: str | None = None,
     ) -> None:
         if variant not in SVHN_SETS:
             raise ValueError(f"data.variant={variant!r} is unknown; choose one of: {', '.join(SVHN_SETS)}")
@@ -89,7 +92,7 @@ class SVHNDataModule(SplitDataModule):
         crop = size if crop is None else int(crop)
         if size < 1 or expand < 0 or not 1 <= crop <= size:
             raise ValueError(f"SVHN needs size >= 1, expand >= 0 and 1 <= crop <= size; got {size}, {expand}, {crop}")
-        super().__init__(Path(root).expanduser(), seed, val_size, batch_size, log, device_resident)
+        super().__init__(Path(root).expanduser(), seed, val_size, batch_size, log, device_resident, name)
         if limit is not None and limit < 1:
             raise ValueError(f"data.limit must be >= 1 or None, got {limit}")
         self.size = size
@@ -221,6 +224,10 @@ class SVHNDataModule(SplitDataModule):
         """``(C, H, W)`` of one input image: ``(3, crop, crop)``, or ``(3, size, size)`` without cropping."""
         side = self.crop or self.size
         return (3, side, side)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The input shape (the number heads are fixed: up to 5 digits and a length)."""
+        return {"in_shape": self.input_shape}
 
 
 def _take(parts: list[dict[str, np.ndarray]], index: np.ndarray) -> dict[str, np.ndarray]:

@@ -224,7 +224,8 @@ class VolumeMNISTDataModule(DigitSetDataModule):
     """Extruded MNIST volumes: train / val / test digits, volumes rendered per batch (see the module docstring).
 
     Args:
-        protocol: the volume protocol (default: :class:`ExtrudedVolumes`'s guesses).
+        size, thickness, max_tilt, max_roll: the volume protocol (:class:`ExtrudedVolumes`; defaults: its guesses).
+        num_classes: label count (10 digits).
         root, source, digits, download_timeout, log: where the digits come from (see
             :func:`~stn_repro.data.sources.resolve_digits`; the source is announced through ``log``).
         seed: data seed of the training poses, the training order and the validation split.
@@ -235,13 +236,19 @@ class VolumeMNISTDataModule(DigitSetDataModule):
         device_resident: keep the digits on the trainer's device and render there.
         return_truth: yield ``(volumes, labels, truth)``.
         limit: use only the first ``limit`` train and test digits (smoke runs and tests; ``None``: all).
+        name: the dataset's name (``data.name``).
     """
 
     option_prefix = ""  # the constructor's messages name the options without "data."
+    task = "mnist3d"
 
     def __init__(
         self,
-        protocol: ExtrudedVolumes | None = None,
+        size: int = 60,
+        thickness: int = 10,
+        max_tilt: float = 60.0,
+        max_roll: float = 45.0,
+        num_classes: int = 10,
         root: str | Path = "data",
         source: str = "auto",
         digits: str = "mnist",
@@ -255,9 +262,12 @@ class VolumeMNISTDataModule(DigitSetDataModule):
         download_timeout: float = 5.0,
         log: Callable[[str], None] = print,
         limit: int | None = None,
+        name: str | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         super().__init__(
             root=root,
             source=source,
@@ -271,8 +281,10 @@ class VolumeMNISTDataModule(DigitSetDataModule):
             return_truth=return_truth,
             download_timeout=download_timeout,
             log=log,
+            name=name,
         )
-        self.protocol = protocol or ExtrudedVolumes()
+        self.protocol = ExtrudedVolumes(size=size, thickness=thickness, max_tilt=max_tilt, max_roll=max_roll)
+        self.num_classes = num_classes
         self.limit = limit
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -317,3 +329,8 @@ class VolumeMNISTDataModule(DigitSetDataModule):
     def input_shape(self) -> tuple[int, ...]:
         """``(C, D, H, W)`` of one input volume."""
         return self.protocol.volume_shape
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The input shape, the class count and ``slab_thickness``, the digit's depth in voxels (the depth
+        projection's default scale is ``D / slab_thickness``)."""
+        return {**super().model_inputs(), "slab_thickness": self.protocol.thickness}

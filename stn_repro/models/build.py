@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stn_repro.data.distortions import DIGIT_SIZE
 from stn_repro.models.classifiers import CNN, FCN, STClassifier, count_parameters
 from stn_repro.transformers import (
     ParallelTransformers,
@@ -130,3 +131,33 @@ def build_matched_model(param_target: int, max_width: int = 4096, **settings: An
     """The model of :func:`build_model` whose classifier width brings its parameter count closest to
     ``param_target``; returns ``(model, width)`` (see :func:`match_width`)."""
     return match_width(lambda width: build_model(width=width, **settings), param_target, max_width)
+
+
+def paper_pool(in_shape: Sequence[int]) -> int:
+    """The paper's average pool after the transformer for inputs of ``in_shape`` ``(C, H, W)``: 2 on canvases
+    larger than a digit (RTS and ADD: 42 px, TC: 60 px; "42→21, 60→30"), else 1 (R, P, E: 28 px)."""
+    return 2 if in_shape[-1] > DIGIT_SIZE else 1
+
+
+def matched_classifier(
+    in_shape: Sequence[int],
+    num_classes: int,
+    kind: str,
+    param_target: int,
+    pool: int | str = "auto",
+    **settings: Any,
+) -> nn.Module:
+    """The ``model`` node of the distorted-MNIST experiments: the :func:`build_model` of ``kind`` whose width
+    brings it closest to ``param_target`` parameters. ``pool``: an average-pool factor, or ``"auto"`` for
+    :func:`paper_pool`; ``settings``: the other options of :func:`build_model`.
+
+    Shapes: ``(B, *in_shape)`` → ``(B, num_classes)``.
+    """
+    if pool == "auto":
+        pool = paper_pool(in_shape)
+    if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+        raise ValueError(f"model.pool={pool!r} is invalid; expected auto or an integer >= 1")
+    model, _ = build_matched_model(
+        param_target, kind=kind, in_shape=tuple(in_shape), num_classes=num_classes, pool=pool, **settings
+    )
+    return model

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from stn_repro.data.distortions import paste_clutter
 from stn_repro.data.errors import one_line
+from stn_repro.data.sources import DigitSet
 from stn_repro.models.classifiers import CNN
 from stn_repro.transformers import AffineFamily, AttentionFamily, SpatialTransformer, conv_localisation, sample
 from stn_repro.utils import atomic_path
@@ -307,3 +308,21 @@ class ColocalisationModel(nn.Module):
     def embed(self, crops: Tensor) -> Tensor:
         """Embeddings ``e(·)`` ``(B, D)`` of 28×28 crops ``(B, 1, 28, 28)`` (gradients flow to the crops only)."""
         return self.embedding.embed(crops)
+
+
+def colocalisation_model(
+    in_shape: Sequence[int],
+    num_classes: int,
+    digits: DigitSet,
+    cache_root: str | Path,
+    embedding: dict[str, Any],
+    log: Callable[[str], None] = print,
+    **settings: Any,
+) -> ColocalisationModel:
+    """The ``model`` node of the co-localisation experiments: :class:`ColocalisationModel` over the embedding CNN
+    of :func:`load_or_train_embedding_cnn` (``embedding``: its settings; trained once on the training ``digits``
+    and cached under ``cache_root``); ``settings``: the other options of :class:`ColocalisationModel`."""
+    cnn = load_or_train_embedding_cnn(
+        cache_root, digits.checksum, digits.train_images, digits.train_labels, embedding, log
+    )
+    return ColocalisationModel(in_shape, cnn, num_classes=num_classes, **settings)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -156,3 +157,15 @@ class CUBNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = [self.pool(part(crop)).flatten(1) for part, crop in zip(self.parts, self.crops(x), strict=True)]
         return self.classifier(self.dropout(torch.cat(features, dim=1)))
+
+
+def cub_model(num_classes: int, parts: int, weights: str | Path | None, **settings: Any) -> CUBNet:
+    """The ``model`` node of the CUB experiments: :class:`CUBNet` with ``parts`` transformers (0: the Inception
+    baseline); ``weights`` ``None`` or ``"none"``: random initialisation (smoke runs); ``settings``: the other
+    options of :class:`CUBNet`."""
+    return CUBNet(num_classes=num_classes, num_parts=parts, weights=pretrained_weights(weights), **settings)
+
+
+def pretrained_weights(weights: str | Path | None) -> str | None:
+    """The weights file of ``model.weights``, or ``None`` for ``none`` / null (random initialisation)."""
+    return None if weights is None or str(weights).lower() == "none" else str(weights)

@@ -217,7 +217,7 @@ def build_sequence_model(
     kind: str,
     in_shape: Sequence[int],
     positions: int = 3,
-    family: str | TransformFamily = "affine",
+    family: str | TransformFamily | None = "affine",
     family_options: dict | None = None,
     size: int = 50,
     channels: Sequence[int] = (96, 96, 96),
@@ -234,6 +234,8 @@ def build_sequence_model(
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(SEQ_MODEL_KINDS)}")
     if kind == "cnn":
         return SequenceCNN(in_shape, positions, size, channels, hidden)
+    if family is None:
+        raise ValueError(f"model kind {kind!r} needs a transform family")
     family = get_family(family, **(family_options or {}))
     if kind == "rnn_spn":
         return RecurrentSPN(in_shape, family, positions, size, channels, hidden, loc_channels, loc_hidden)

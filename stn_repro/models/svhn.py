@@ -144,7 +144,7 @@ def layer_input_shapes(in_shape: Sequence[int], channels: Sequence[int] = CONV_C
 def build_svhn_model(
     kind: str,
     in_shape: Sequence[int],
-    family: str = "affine",
+    family: str | None = "affine",
     family_options: dict | None = None,
     multi_positions: Sequence[int] = (0, 1, 2, 3),
     loc_hidden: Sequence[int] = (32, 32),
@@ -158,7 +158,7 @@ def build_svhn_model(
     Args:
         kind: the model.
         in_shape: ``(3, H, W)`` of the input crops.
-        family, family_options: the transformers' family (paper: affine) and its options.
+        family, family_options: the transformers' family (paper: affine) and its options (unused by ``cnn``).
         multi_positions: conv layers preceded by a transformer in ST-CNN Multi (paper: the first four).
         loc_hidden: FC widths of every localisation net (paper: 32, 32).
         loc_channels: conv channels of ST-CNN Single's localisation net (paper: 32, 32; 5×5, one max-pool).
@@ -166,8 +166,11 @@ def build_svhn_model(
     """
     if kind not in SVHN_MODEL_KINDS:
         raise ValueError(f"unknown SVHN model {kind!r}; expected one of {SVHN_MODEL_KINDS}")
-    transform = get_family(family, **(family_options or {}))
     transformers: dict[int, SpatialTransformer] = {}
+    if kind != "cnn":
+        if family is None:
+            raise ValueError(f"SVHN model {kind!r} needs a transform family")
+        transform = get_family(family, **(family_options or {}))
     if kind == "st_single":
         loc = conv_localisation(in_shape, transform, loc_channels, kernel_size=5, downsample=1, hidden=loc_hidden)
         transformers[0] = SpatialTransformer(loc, transform)

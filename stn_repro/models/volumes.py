@@ -122,3 +122,33 @@ def build_matched_volume_model(param_target: int, max_width: int = 1024, **setti
     """The model of :func:`build_volume_model` whose classifier width brings its parameter count closest to
     ``param_target``; returns ``(model, width)`` (see :func:`stn_repro.models.build.match_width`)."""
     return match_width(lambda width: build_volume_model(width=width, **settings), param_target, max_width)
+
+
+def matched_volume_model(
+    in_shape: Sequence[int],
+    num_classes: int,
+    kind: str,
+    param_target: int,
+    slab_thickness: int,
+    projection_scale: float | None = None,
+    **settings: Any,
+) -> nn.Module:
+    """The ``model`` node of the 3D experiment: :func:`build_matched_volume_model` for volumes of ``in_shape``
+    ``(C, S, S, S)`` holding a digit slab ``slab_thickness`` voxels deep; ``projection_scale`` ``None``:
+    ``S / slab_thickness`` (the slab's mean over depth brought back to the digit's ink level).
+
+    Shapes: ``(B, *in_shape)`` → ``(B, num_classes)``.
+    """
+    scale = depth_projection_scale(projection_scale, in_shape[-1], slab_thickness)
+    if kind != "st":
+        settings.pop("localisation", None)
+    model, _ = build_matched_volume_model(
+        param_target, kind=kind, in_shape=in_shape, num_classes=num_classes, projection_scale=scale, **settings
+    )
+    return model
+
+
+def depth_projection_scale(projection_scale: float | None, size: int, slab_thickness: int) -> float:
+    """``projection_scale``, or ``size / slab_thickness`` when it is ``None``: the mean over the ``size`` voxels of
+    depth brought back to the ink level of a slab ``slab_thickness`` voxels deep."""
+    return float(projection_scale) if projection_scale is not None else size / slab_thickness

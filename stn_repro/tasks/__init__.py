@@ -1,6 +1,7 @@
-"""What differs between the paper's experiments: how a run checks its configuration, builds its data, model and
-system, and departs from the paper's protocol. ``cfg.data.kind`` picks the task (one module each);
-:mod:`stn_repro.train` does the rest the same way for every task.
+"""What the paper's experiment families know beyond what their classes check: the checks across keys (a
+transformer family the model takes, a θ loss the data can feed, ...) and how a run departs from the paper's
+protocol. The data module's class names its family (``task``); the data, model and system themselves are built
+from their nodes by :mod:`stn_repro.components`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from stn_repro import components
 from stn_repro.tasks import colocalisation, cub, mnist, sequences, svhn, volumes
 from stn_repro.tasks.base import Task
 from stn_repro.transformers import ALIGN_CORNERS
@@ -24,15 +26,16 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(cfg: DictConfig) -> Task:
-    """The task of ``cfg.data.kind``."""
-    return TASKS[cfg.data.kind]
+def get_task(cfg: DictConfig) -> Task | None:
+    """The task of ``cfg``'s data module (``None`` for a data module of your own)."""
+    return TASKS.get(getattr(components.data_class(cfg), "task", None))
 
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
     """The ways a run departs from the paper's protocol, in words (they go into every results row)."""
+    task = get_task(cfg)
     notes = [
-        *get_task(cfg).deviations(cfg, meta, sizes),
+        *(task.deviations(cfg, meta, sizes) if task else [f"data: {cfg.data._target_} (your own, not the paper's)"]),
         f"sampler align_corners={ALIGN_CORNERS} (2015 Torch samplers: True)",
     ]
     scale = OmegaConf.select(cfg, "transformer.options.perspective_scale", default=1.0)
@@ -52,10 +55,10 @@ def preflight(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, 
         DataError: the data is missing or unreadable (the message says where to put it).
         PretrainedWeightsError: the configured weights file is missing or invalid.
     """
-    task = get_task(cfg)
-    data = task.data(cfg)
+    data = components.data_module(cfg)
     data.log = log  # what resolving the data says (the source used, a failed download)
     source = data.source_metadata()
-    if task.preflight is not None:
+    task = get_task(cfg)
+    if task is not None and task.preflight is not None:
         task.preflight(cfg)
     return source

@@ -1,18 +1,14 @@
-"""What the experiments share: the :class:`Task` interface, system settings and schedule deviations."""
+"""What the experiments share: the :class:`Task` interface and the schedule deviations."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from stn_repro.config import check
-from stn_repro.systems import ClassificationSystem
 
 PAPER_SCHEDULES = {
     "mnist": "150,000 iterations at batch 256, lr x0.1 every 50,000",
@@ -27,36 +23,16 @@ _PAPER_PROFILE_VALUES = {
 
 @dataclass(frozen=True)
 class Task:
-    """How one kind of experiment checks its configuration and builds its parts from it."""
+    """What one family of experiments knows beyond what its classes check: the checks across keys, and how its
+    runs depart from the paper's protocol. Its data module names it (``task``, :mod:`stn_repro.data.base`)."""
 
     validate: Callable[[DictConfig], None]  # raises stn_repro.config.ConfigError naming the key
-    data: Callable[[DictConfig], pl.LightningDataModule]
-    model: Callable[[DictConfig, pl.LightningDataModule], tuple[nn.Module, str]]  # (model, one-line description)
-    system: Callable[[DictConfig, nn.Module, pl.LightningDataModule, Path], ClassificationSystem]
     deviations: Callable[[DictConfig, dict[str, Any], dict[str, int]], list[str]]
     preflight: Callable[[DictConfig], None] | None = None  # checks beyond the data (e.g. pretrained weights)
 
 
 def options(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-
-def system_settings(cfg: DictConfig, figures_dir: Path) -> dict[str, Any]:
-    p = cfg.profile
-    return {
-        "optimizer": cfg.optim.name,
-        "lr": cfg.optim.lr,
-        "momentum": cfg.optim.momentum,
-        "weight_decay": cfg.optim.weight_decay,
-        "loc_lr_mult": cfg.optim.loc_lr_mult,
-        "lr_step_every": p.lr_step_every,
-        "lr_gamma": p.lr_gamma,
-        "lr_milestones": list(p.lr_milestones) if p.get("lr_milestones") else None,
-        "figures_dir": figures_dir,
-        "theta_loss_weight": cfg.optim.theta_loss_weight,
-        "theta_target": cfg.optim.theta_target,
-        "theta_target_noise": cfg.optim.theta_target_noise,
-    }
 
 
 def schedule_deviations(cfg: DictConfig, kind: str) -> list[str]:
@@ -77,4 +53,4 @@ def schedule_deviations(cfg: DictConfig, kind: str) -> list[str]:
 def check_no_theta_supervision(cfg: DictConfig) -> None:
     """Tasks whose data holds no true transform cannot supervise θ (``optim.theta_loss_weight`` must be 0)."""
     weight = cfg.optim.theta_loss_weight
-    check(not weight, "optim.theta_loss_weight", weight, f"0: the {cfg.data.kind} data holds no true transform")
+    check(not weight, "optim.theta_loss_weight", weight, f"0: the {cfg.data.name} data hold no true transform")

@@ -1,14 +1,9 @@
-"""Co-localisation (appendix A.2): attention transformers that find the digit in sets of one class, without labels.
+"""Co-localisation (appendix A.2): the checks across keys and the protocol's deviations.
 
-Data: for every digit class, ``data.per_class`` (paper: 100) training digits chosen with the fixed
-``data.set_seed`` (the same images for every run seed), each placed at a random integer position in an 84×84 canvas
-(T: ``data.patches=0``) or with 16 random 6×6 crops of other digits of the set as clutter (TC), by the
-``TC(canvas, patches, patch_size)`` protocol of :mod:`stn_repro.data.distortions`. Co-localisation is unsupervised
-on the set, so the same images are used for training and evaluation: the test loader is the training set with its
-ground truth (no validation set).
-
-Model: one attention transformer (scale + translation, 28×28 output) per class, trained jointly, each on its own
-class's images only (:class:`~stn_repro.models.colocalisation.ColocalisationModel`); localisation net: the
+Data (:mod:`stn_repro.data.colocalisation`): per digit class ``data.per_class`` (paper: 100) training digits on an
+84×84 canvas, with (TC) or without (T) clutter; trained on and evaluated on the same set.
+Model (:class:`~stn_repro.models.colocalisation.ColocalisationModel`): one attention transformer (scale +
+translation, 28×28 output) per class, trained jointly, each on its own class's images only; localisation net: the
 paper's ST-CNN shape on the canvas max-pooled ×``model.localisation.downsample`` (our choice; the paper's is
 conv 8@9×9 stride 4 → max-pool 2 → FC 8 → FC 8 → FC 3). The scale is learned below a ceiling that shrinks during
 training (``model.scale``: 0.8 → 0.45 of the canvas' half-side over the first 80%) and every crop stays inside the
@@ -21,136 +16,15 @@ under ``<data root>/cache/``; its descriptor is chosen by ``model.embedding.desc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
 
 from stn_repro.config import check, check_choice, check_number, check_positive_int, get_value
-from stn_repro.data.batches import EpochBatches
-from stn_repro.data.cache import load_or_build
-from stn_repro.data.distorted_mnist import DistortedMNISTDataModule
-from stn_repro.data.distortions import GENERATION_CHUNK, generate, split_seed
+from stn_repro.data.colocalisation import PAPER_CANVAS, PAPER_PER_CLASS
 from stn_repro.data.sources import DIGITS, NUM_CLASSES, SOURCES
-from stn_repro.models.colocalisation import DESCRIPTORS, ColocalisationModel, load_or_train_embedding_cnn
-from stn_repro.systems.colocalisation import ColocalisationSystem
-from stn_repro.tasks.base import Task, check_no_theta_supervision, options, system_settings
-
-PAPER_CANVAS = 84
-PAPER_PER_CLASS = 100
-
-
-def choose_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``per_class`` samples of every class in ``labels`` ``(N,)`` (0..9), chosen with ``seed``.
-
-    Raises:
-        ValueError: a class has fewer than ``per_class`` samples.
-    """
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for digit in range(NUM_CLASSES):
-        members = np.flatnonzero(labels == digit)
-        if len(members) < per_class:
-            raise ValueError(f"digit {digit} has {len(members)} training samples; data.per_class={per_class}")
-        chosen.append(rng.choice(members, per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
-class ClassBalancedBatches(EpochBatches):
-    """Training batches of ``per_class`` images of every class: ``(images (B, 1, H, W) float in [0, 1], labels
-    (B,))`` grouped by class, each class's images in a fresh random order every epoch (seeded by ``seed`` and the
-    epoch); an epoch ends when the smallest class runs out (the incomplete rest is dropped).
-
-    Args:
-        arrays: ``images`` ``uint8 (N, H, W)`` and ``labels`` ``(N,)``.
-        per_class: images of each class per batch (>= 2: every image needs a positive of its class).
-        device: where batches are built (``None``: CPU).
-    """
-
-    def __init__(
-        self, arrays: dict[str, np.ndarray], per_class: int, seed: int = 0, device: torch.device | None = None
-    ) -> None:
-        super().__init__()
-        self.images = torch.as_tensor(arrays["images"], device=device)
-        self.labels = torch.as_tensor(arrays["labels"], device=device)
-        self.members = [(self.labels == k).nonzero().squeeze(1).cpu() for k in torch.unique(self.labels).tolist()]
-        self.per_class = per_class
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return min(len(m) for m in self.members) // self.per_class
-
-    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        orders = [m[torch.randperm(len(m), generator=generator)] for m in self.members]
-        k = self.per_class
-        for i in range(first, len(self)):
-            index = torch.cat([order[i * k : (i + 1) * k] for order in orders]).to(self.images.device)
-            yield self.images[index].float().div_(255.0)[:, None], self.labels[index]
-
-
-class ColocalisationDataModule(DistortedMNISTDataModule):
-    """The co-localisation set: ``per_class`` digits of every class, distorted once by ``TC(canvas, patches,
-    patch_size)`` and cached; train = test = the set (test batches carry the truth: ``theta``, ``boxes``), no
-    validation set. Training batches: :class:`ClassBalancedBatches` of ``batch_size // 10`` images per class.
-
-    Args:
-        canvas, patches, patch_size: the ``TC`` protocol's parameters.
-        per_class: images per class in the set.
-        set_seed: chooses the digits and their placement (keep it fixed across run seeds).
-        seed: the run's seed (training batch order).
-        Other arguments: see :class:`~stn_repro.data.distorted_mnist.DistortedMNISTDataModule`.
-    """
-
-    def __init__(
-        self,
-        canvas: int = PAPER_CANVAS,
-        patches: int = 0,
-        patch_size: int = 6,
-        per_class: int = PAPER_PER_CLASS,
-        set_seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        params = {"canvas": canvas, "patches": patches, "patch_size": patch_size}
-        super().__init__("TC", params, test_seed=set_seed, val_size=0, return_truth=True, **kwargs)
-        self.per_class = per_class
-        if self.batch_size % NUM_CLASSES or self.batch_size < 2 * NUM_CLASSES:
-            raise ValueError(f"batch_size must be a multiple of {NUM_CLASSES} and >= {2 * NUM_CLASSES}")
-
-    def _split(self, split: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return super()._split("set")  # one set for training and testing
-
-    def _load_split(self, split: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        digit_set = self._digits()
-        index = choose_per_class(digit_set.train_labels, self.per_class, split_seed(self.test_seed, "choose", "coloc"))
-        seed = split_seed(self.test_seed, "coloc-set", self.distortion.name)
-        protocol = {
-            **self.distortion.protocol(),
-            "split": "coloc-set",
-            "per_class": self.per_class,
-            "seed": seed,
-            "chunk_size": GENERATION_CHUNK,
-        }
-        images, labels = digit_set.train_images[index], digit_set.train_labels[index]
-        return load_or_build(
-            self.root,
-            f"{self.digits}-coloc-p{self.distortion.patches}",
-            protocol,
-            digit_set.checksum,
-            lambda: generate(self.distortion, images, labels, seed),
-            metadata={"source": digit_set.metadata(), "count": len(labels)},
-            log=self.log,
-        )
-
-    def train_dataloader(self) -> ClassBalancedBatches:
-        if not self.splits:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        return ClassBalancedBatches(self.splits["train"], self.batch_size // NUM_CLASSES, self.seed, self._device())
+from stn_repro.models.colocalisation import DESCRIPTORS
+from stn_repro.tasks.base import Task, check_no_theta_supervision, options
 
 
 def validate(cfg: DictConfig) -> None:
@@ -183,7 +57,7 @@ def validate(cfg: DictConfig) -> None:
     check(isinstance(until, int | float) and 0 < until <= 1, "model.scale.ceiling_until", until, "in (0, 1]")
     check_number(cfg, "model.init_weight_std", 0.0)
     check_positive_int(cfg, "model.candidates")
-    check_number(cfg, "model.margin", 0.0)
+    check_number(cfg, "system.margin", 0.0)
     for key in ("iterations", "batch_size", "width", "seed"):
         check_positive_int(cfg, f"model.embedding.{key}", minimum=0 if key == "seed" else 1)
     check_number(cfg, "model.embedding.lr", 0.0, strict=True)
@@ -205,47 +79,6 @@ def validate(cfg: DictConfig) -> None:
     check(number and 0 <= background < 1, "model.embedding.background", background, "a fraction in [0, 1)")
     check_positive_int(cfg, "model.embedding.background_patches", minimum=0)
     check_choice(cfg, "model.embedding.descriptor", DESCRIPTORS)
-
-
-def data(cfg: DictConfig) -> pl.LightningDataModule:
-    d = cfg.data
-    return ColocalisationDataModule(
-        canvas=d.canvas,
-        patches=d.patches,
-        patch_size=d.patch_size,
-        per_class=d.per_class,
-        set_seed=d.set_seed,
-        root=d.root,
-        source=d.source,
-        digits=d.digits,
-        seed=cfg.seed,
-        batch_size=cfg.profile.batch_size,
-        device_resident=d.device_resident,
-    )
-
-
-def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
-    m = cfg.model
-    digit_set = data._digits()
-    embedding = load_or_train_embedding_cnn(
-        data.root, digit_set.checksum, digit_set.train_images, digit_set.train_labels, options(m.embedding), data.log
-    )
-    model = ColocalisationModel(
-        data.input_shape,
-        embedding,
-        num_classes=NUM_CLASSES,
-        candidates=m.candidates,
-        scale=options(m.scale),
-        init_weight_std=m.init_weight_std,
-        localisation=options(m.localisation),
-    )
-    return model, f"{NUM_CLASSES} x {m.candidates} attention transformers + frozen embedding CNN"
-
-
-def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> ColocalisationSystem:
-    return ColocalisationSystem(
-        model, **system_settings(cfg, figures_dir), iterations=cfg.profile.iterations, margin=cfg.model.margin
-    )
 
 
 CANDIDATES_NOTE = (
@@ -299,4 +132,4 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     return notes
 
 
-TASK = Task(validate, data, model, system, deviations)
+TASK = Task(validate, deviations)

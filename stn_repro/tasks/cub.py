@@ -1,13 +1,10 @@
-"""CUB-200-2011 (Table 3): the official layout, an Inception baseline and N×ST-CNN part models, accuracy."""
+"""CUB-200-2011 (Table 3): the checks across keys, the pretrained weights, and the protocol's deviations."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig
-from torch import nn
 
 from stn_repro.config import (
     check,
@@ -19,10 +16,8 @@ from stn_repro.config import (
     check_val_size,
     get_value,
 )
-from stn_repro.data.cub import CUBDataModule
-from stn_repro.models.cub import CUB_MODEL_KINDS, CUBNet, load_googlenet_state
-from stn_repro.systems import ClassificationSystem, PartAttentionSystem
-from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations, system_settings
+from stn_repro.models.cub import CUB_MODEL_KINDS, load_googlenet_state, pretrained_weights
+from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations
 
 
 def validate(cfg: DictConfig) -> None:
@@ -51,44 +46,6 @@ def validate(cfg: DictConfig) -> None:
     check_val_size(cfg)
 
 
-def data(cfg: DictConfig) -> pl.LightningDataModule:
-    d = cfg.data
-    return CUBDataModule(
-        root=d.root,
-        image_size=d.image_size,
-        resize=d.resize,
-        random_flip=d.random_flip,
-        val_size=d.val_size,
-        batch_size=cfg.profile.batch_size,
-        num_workers=d.num_workers,
-        seed=cfg.seed,
-        limit=d.limit,
-    )
-
-
-def cub_weights(cfg: DictConfig) -> str | None:
-    """The configured pretrained-weights path, or ``None`` for ``model.weights=none`` / null."""
-    weights = cfg.model.weights
-    return None if weights is None or str(weights).lower() == "none" else str(weights)
-
-
-def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
-    m = cfg.model
-    model = CUBNet(
-        num_classes=data.num_classes,
-        num_parts=m.parts,
-        weights=cub_weights(cfg),
-        crop_size=m.crop_size,
-        crop_scale=m.crop_scale,
-        dropout=m.dropout,
-    )
-    return model, f"{m.parts} parts" if m.parts else "Inception baseline"
-
-
-def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> ClassificationSystem:
-    return PartAttentionSystem(model, mean=data.mean, std=data.std, **system_settings(cfg, figures_dir))
-
-
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
     notes = []
     if not meta["full_dataset"]:
@@ -97,7 +54,7 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         notes.append(f"{sizes['val']:,} training images held out for validation (the paper trains on all)")
     notes += schedule_deviations(cfg, "cub")
     notes.append("backbone: torchvision GoogLeNet with batch norm (paper: BN-Inception, not in torchvision)")
-    if cub_weights(cfg) is None:
+    if pretrained_weights(cfg.model.weights) is None:
         notes.append("backbone from random weights (model.weights=none), not ImageNet-pretrained: a smoke run")
     if cfg.model.parts:
         notes.append(
@@ -109,8 +66,8 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
 
 def check_weights(cfg: DictConfig) -> None:
     """Raise :class:`~stn_repro.models.cub.PretrainedWeightsError` unless the configured weights load."""
-    if cub_weights(cfg) is not None:
-        load_googlenet_state(cub_weights(cfg))
+    if pretrained_weights(cfg.model.weights) is not None:
+        load_googlenet_state(pretrained_weights(cfg.model.weights))
 
 
-TASK = Task(validate, data, model, system, deviations, preflight=check_weights)
+TASK = Task(validate, deviations, preflight=check_weights)

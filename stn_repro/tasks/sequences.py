@@ -10,12 +10,9 @@ without early stopping; everything this implementation does differently is liste
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig
-from torch import nn
 
 from stn_repro.config import (
     check,
@@ -26,11 +23,8 @@ from stn_repro.config import (
     get_value,
 )
 from stn_repro.data.sources import DIGITS, SOURCES
-from stn_repro.models.recurrent import SEQ_MODEL_KINDS, build_sequence_model, classifier_output_size
-from stn_repro.systems.classification import ClassificationSystem
-from stn_repro.systems.digits import DigitSequenceSystem
-from stn_repro.tasks.base import Task, check_no_theta_supervision, options, system_settings
-from stn_repro.tasks.mnist import data as mnist_data
+from stn_repro.models.recurrent import SEQ_MODEL_KINDS, classifier_output_size
+from stn_repro.tasks.base import Task, check_no_theta_supervision
 from stn_repro.transformers import FAMILIES
 
 PAPER_ITERATIONS = 180_000  # 300 epochs x 600 iterations (60,000 sequences at batch 100) [code]
@@ -70,33 +64,6 @@ def validate(cfg: DictConfig) -> None:
     if kind != "cnn":
         _check_channels(cfg, "model.loc_channels")
         check_positive_int(cfg, "model.loc_hidden")
-
-
-def data(cfg: DictConfig) -> pl.LightningDataModule:
-    """The SEQ canvases, through the distorted-MNIST data module (the same builder as Table 1)."""
-    return mnist_data(cfg)
-
-
-def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
-    m = cfg.model
-    positions = data.distortion.length
-    model = build_sequence_model(
-        m.kind,
-        data.input_shape,
-        positions=positions,
-        family=cfg.transformer.family or "affine",
-        family_options=options(cfg.transformer.options),
-        size=m.size,
-        channels=tuple(m.channels),
-        hidden=m.hidden,
-        loc_channels=tuple(m.get("loc_channels") or ()),
-        loc_hidden=m.get("loc_hidden") or 0,
-    )
-    return model, f"{m.kind}, {positions} positions, {m.size}px classifier input"
-
-
-def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> ClassificationSystem:
-    return DigitSequenceSystem(model, **system_settings(cfg, figures_dir))
 
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
@@ -152,4 +119,4 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     return notes
 
 
-TASK = Task(validate, data, model, system, deviations)
+TASK = Task(validate, deviations)

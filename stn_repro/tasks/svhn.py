@@ -1,13 +1,10 @@
-"""SVHN multi-digit numbers (Table 2): format-1 data, the Goodfellow CNN and its ST-CNN versions, sequence error."""
+"""SVHN multi-digit numbers (Table 2): the checks across keys and the protocol's deviations."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig
-from torch import nn
 
 from stn_repro.config import (
     check,
@@ -18,10 +15,8 @@ from stn_repro.config import (
     check_val_size,
     get_value,
 )
-from stn_repro.data.svhn import SVHNDataModule
-from stn_repro.models.svhn import SVHN_MODEL_KINDS, build_svhn_model
-from stn_repro.systems import ClassificationSystem, SequenceSystem
-from stn_repro.tasks.base import Task, check_no_theta_supervision, options, schedule_deviations, system_settings
+from stn_repro.models.svhn import SVHN_MODEL_KINDS
+from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations
 from stn_repro.transformers import FAMILIES
 
 SVHN_VARIANTS = ("64px", "128px")
@@ -49,45 +44,6 @@ def validate(cfg: DictConfig) -> None:
     )
 
 
-def data(cfg: DictConfig) -> pl.LightningDataModule:
-    d = cfg.data
-    return SVHNDataModule(
-        root=d.root,
-        variant=d.variant,
-        size=d.size,
-        expand=d.expand,
-        crop=d.crop,
-        use_extra=d.use_extra,
-        val_size=d.val_size,
-        random_crop=d.random_crop,
-        batch_size=cfg.profile.batch_size,
-        seed=cfg.seed,
-        limit=d.limit,
-        workers=d.workers,
-        device_resident=d.device_resident,
-    )
-
-
-def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
-    m = cfg.model
-    model = build_svhn_model(
-        m.kind,
-        data.input_shape,
-        family=cfg.transformer.family or "affine",
-        family_options=options(cfg.transformer.options),
-        multi_positions=tuple(m.multi_positions),
-        loc_hidden=tuple(m.loc_hidden),
-        loc_channels=tuple(m.loc_channels),
-        dropout=m.dropout,
-        batch_norm=m.batch_norm,
-    )
-    return model, f"SVHN {m.kind}"
-
-
-def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> ClassificationSystem:
-    return SequenceSystem(model, **system_settings(cfg, figures_dir))
-
-
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
     notes = []
     if not meta["full_dataset"]:
@@ -106,4 +62,4 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     return notes
 
 
-TASK = Task(validate, data, model, system, deviations)
+TASK = Task(validate, deviations)

@@ -9,12 +9,9 @@ classifier input (:mod:`stn_repro.models.volumes`), the localisation net, the pa
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig
-from torch import nn
 
 from stn_repro.config import (
     check,
@@ -26,16 +23,13 @@ from stn_repro.config import (
     get_value,
 )
 from stn_repro.data.sources import DIGITS, SOURCES
-from stn_repro.data.volumes import ExtrudedVolumes, VolumeMNISTDataModule
-from stn_repro.models.volumes import VOLUME_MODEL_KINDS, build_matched_volume_model
-from stn_repro.systems.volumes import VolumeSystem
-from stn_repro.tasks.base import Task, options, system_settings
+from stn_repro.models.volumes import VOLUME_MODEL_KINDS, depth_projection_scale
+from stn_repro.tasks.base import Task
 
 
 def projection_scale(cfg: DictConfig) -> float:
-    """``model.projection_scale``, or ``data.size / data.thickness`` when it is null."""
-    scale = cfg.model.projection_scale
-    return float(scale) if scale is not None else cfg.data.size / cfg.data.thickness
+    """The depth projection's scale of ``cfg`` (:func:`~stn_repro.models.volumes.depth_projection_scale`)."""
+    return depth_projection_scale(cfg.model.projection_scale, cfg.data.size, cfg.data.thickness)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -78,43 +72,6 @@ def validate(cfg: DictConfig) -> None:
                   "a list of positive integers")  # fmt: skip
 
 
-def data(cfg: DictConfig) -> pl.LightningDataModule:
-    d = cfg.data
-    return VolumeMNISTDataModule(
-        ExtrudedVolumes(size=d.size, thickness=d.thickness, max_tilt=d.max_tilt, max_roll=d.max_roll),
-        root=d.root,
-        source=d.source,
-        digits=d.digits,
-        seed=cfg.seed,
-        test_seed=d.test_seed,
-        val_size=d.val_size,
-        batch_size=cfg.profile.batch_size,
-        resample_every_epoch=d.resample_every_epoch,
-        device_resident=d.device_resident,
-        return_truth=cfg.optim.theta_loss_weight > 0,  # the true pose's θ feeds the optional supervised-θ loss
-        limit=d.limit,
-    )
-
-
-def model(cfg: DictConfig, data: Any) -> tuple[nn.Module, str]:
-    m = cfg.model
-    model, width = build_matched_volume_model(
-        m.param_target,
-        kind=m.kind,
-        in_shape=data.input_shape,
-        num_classes=cfg.data.num_classes,
-        out_size=m.out_size,
-        kernel_sizes=tuple(m.kernel_sizes),
-        localisation=options(m.get("localisation")) if m.kind == "st" else None,
-        projection_scale=projection_scale(cfg),
-    )
-    return model, f"classifier widths {width}, {2 * width}"
-
-
-def system(cfg: DictConfig, model: nn.Module, data: Any, figures_dir: Path) -> VolumeSystem:
-    return VolumeSystem(model, **system_settings(cfg, figures_dir))
-
-
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
     d, m, p = cfg.data, cfg.model, cfg.profile
     notes = []
@@ -149,4 +106,4 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     return notes
 
 
-TASK = Task(validate, data, model, system, deviations)
+TASK = Task(validate, deviations)

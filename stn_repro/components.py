@@ -1,0 +1,151 @@
+"""The run's objects from its composed configuration: the data module, the model and the Lightning system, each
+built by ``hydra.utils.instantiate`` from its node's ``_target_`` (``data``, ``model``, ``system``) with the
+run-level values the node does not hold.
+
+- **Data** (:func:`data_module`): ``data`` with the run's ``seed`` and the profile's ``batch_size`` (and
+  ``return_truth=True`` when ``optim.theta_loss_weight`` > 0: the true θ feeds that loss).
+- **Model** (:func:`model`): ``model`` with what the data module tells it (``model_inputs()``: ``in_shape`` and
+  ``num_classes`` for the classifiers). ``model.kind`` names the model (cell names, budgets) and is passed only to
+  a class whose signature names a ``kind`` argument.
+- **System** (:func:`system`): ``system`` with the model, the optimiser and schedule settings of ``optim`` and
+  ``profile``, the figures folder and what the data module adds (``system_inputs()``).
+
+A node that does not build (an unknown class, a wrong argument, a value its constructor refuses) stops with one
+:class:`~stn_repro.config.ConfigError` line naming the node's ``_target_``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from stn_repro.cli import one_line
+from stn_repro.config import ConfigError
+from stn_repro.data.base import SplitDataModule
+from stn_repro.data.errors import DataError
+from stn_repro.models.cub import PretrainedWeightsError
+
+#: The package's own classes and builders: a ``_target_`` outside it is a class of your own (README).
+PACKAGE = "stn_repro."
+#: Errors a constructor raises that already say what to do (missing data, missing weights): not config errors.
+_READABLE = (ConfigError, DataError, PretrainedWeightsError)
+
+
+def data_module(cfg: DictConfig) -> SplitDataModule:
+    """The data module of ``cfg.data`` (not yet set up).
+
+    Raises:
+        ConfigError: the node does not build.
+    """
+    runtime: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.profile.batch_size}
+    if cfg.optim.theta_loss_weight > 0:
+        runtime["return_truth"] = True
+    data = _build(cfg.data, "data", **runtime)
+    if not isinstance(data, SplitDataModule):
+        raise ConfigError(
+            f"config error: data._target_={cfg.data._target_} is invalid; expected a data module (a subclass of "
+            "stn_repro.data.base.SplitDataModule)"
+        )
+    return data
+
+
+def model(cfg: DictConfig, data: SplitDataModule) -> nn.Module:
+    """The model of ``cfg.model`` for ``data`` (set up: its shapes are known).
+
+    Raises:
+        ConfigError: the node does not build, or builds something that is not an ``nn.Module``.
+    """
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    target = _locate(node, "model")
+    if not _takes(target, "kind"):
+        node.pop("kind", None)
+    built = _build(OmegaConf.create(node), "model", **data.model_inputs())
+    if not isinstance(built, nn.Module):
+        raise ConfigError(
+            f"config error: model._target_={node['_target_']} is invalid; expected a torch.nn.Module class"
+        )
+    return built
+
+
+def system(cfg: DictConfig, model: nn.Module, data: SplitDataModule, figures_dir: Path | None) -> pl.LightningModule:
+    """The Lightning system of ``cfg.system`` training ``model`` on ``data``; figures go to ``figures_dir``."""
+    return _build(cfg.system, "system", model, **system_settings(cfg), figures_dir=figures_dir, **data.system_inputs())
+
+
+def system_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The optimiser, learning-rate schedule and θ-loss settings of ``cfg.optim`` and ``cfg.profile``, as the
+    arguments of :class:`~stn_repro.systems.ClassificationSystem`."""
+    o, p = cfg.optim, cfg.profile
+    return {
+        "optimizer": o.name,
+        "lr": o.lr,
+        "momentum": o.momentum,
+        "weight_decay": o.weight_decay,
+        "loc_lr_mult": o.loc_lr_mult,
+        "lr_step_every": p.lr_step_every,
+        "lr_gamma": p.lr_gamma,
+        "lr_milestones": list(p.lr_milestones) if p.get("lr_milestones") else None,
+        "theta_loss_weight": o.theta_loss_weight,
+        "theta_target": o.theta_target,
+        "theta_target_noise": o.theta_target_noise,
+    }
+
+
+def is_own(cfg: DictConfig, node: str) -> bool:
+    """Whether ``cfg.<node>`` builds a class of your own (its ``_target_`` is outside the package)."""
+    target = OmegaConf.select(cfg, f"{node}._target_")
+    return target is not None and not str(target).startswith(PACKAGE)
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` unless the ``data``, ``model`` and ``system`` nodes each name a class that
+    exists (nothing is built)."""
+    for name in ("data", "model", "system"):
+        node = OmegaConf.select(cfg, name)
+        if not OmegaConf.is_dict(node):
+            raise ConfigError(f"config error: {name}={node!r} is invalid; expected a node with a _target_")
+        _locate(OmegaConf.to_container(node, resolve=True), name)
+
+
+def data_class(cfg: DictConfig) -> type:
+    """The class ``cfg.data._target_`` names (its ``task`` picks the checks and deviation notes)."""
+    return _locate(OmegaConf.to_container(cfg.data, resolve=True), "data")
+
+
+def _takes(target: Any, argument: str) -> bool:
+    """Whether ``target``'s signature names ``argument`` (``**kwargs`` does not count; a builtin: no)."""
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return argument in parameters
+
+
+def _locate(node: dict[str, Any], name: str) -> Any:
+    target = node.get("_target_")
+    if not target:
+        raise ConfigError(f"config error: {name}._target_ is missing; the node must name the class it builds")
+    try:
+        return get_object(target)
+    except Exception as error:  # Hydra's locate: an import error or a missing attribute
+        raise ConfigError(f"config error: {name}._target_={target} is not found: {one_line(error)}") from None
+
+
+def _build(node: DictConfig, name: str, *args: Any, **kwargs: Any) -> Any:
+    """``node``'s class called with its keys and ``args`` / ``kwargs`` (these reach the constructor as they are:
+    Hydra would copy a dataclass or a module into the configuration)."""
+    _locate(OmegaConf.to_container(node, resolve=True), name)
+    try:
+        return instantiate(node, _partial_=True, _convert_="all")(*args, **kwargs)
+    except Exception as error:  # what the constructor raised (a wrong argument, a value it refuses)
+        cause = error.__cause__ if error.__cause__ is not None and not isinstance(error, _READABLE) else error
+        if isinstance(cause, _READABLE):
+            raise cause from None
+        message = one_line(cause)
+        raise ConfigError(f"config error: {name}._target_={node._target_} does not build: {message}") from None
