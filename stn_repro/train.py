@@ -2,6 +2,8 @@
 
     python -m stn_repro.train experiment=table1/st_cnn_aff_rts seed=1 [profile=paper trainer=gpu logger=wandb]
 
+:func:`run` reads top to bottom: validate → build the data module → place the run (:class:`RunIdentity`: its hash,
+canonical or variant, folders) → build the model and the system (:mod:`stn_repro.components`) → fit → test → record.
 A run whose record already exists for the same configuration hash is skipped; a run killed part-way resumes from
 its last checkpoint; a diverging run (NaN/inf loss) stops with one message and is recorded as ``diverged``.
 """
@@ -15,8 +17,10 @@ import shutil
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -28,6 +32,7 @@ from stn_repro import components
 from stn_repro.callbacks import StepTimer, build_callbacks
 from stn_repro.cli import exit_on_bad_arguments
 from stn_repro.config import ConfigError, check_writable
+from stn_repro.data.base import SplitDataModule
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
 from stn_repro.identity import config_hash, git_revision, protocol_overrides
@@ -76,44 +81,117 @@ def run(
     ``sweep`` is the folder of the Hydra multirun the run is a job of (its W&B group, :mod:`stn_repro.loggers`).
     """
     validate(cfg)
-    jobs = build_callbacks(cfg.get("callbacks"), output_dir / "figures")
+    side_jobs = build_callbacks(cfg.get("callbacks"), output_dir / "figures")
     data = components.data_module(cfg)
-    notes: list[str] = []  # what resolving the data says comes under the run's first line
-    data.log = notes.append
-    source = data.source_metadata()
-    data.log = indented
-    digest = config_hash(cfg, source["checksum"])
-    overrides, canonical = protocol_overrides(cfg, started_from)
-    runs_root = Path(cfg.paths.runs if canonical else cfg.paths.variants)
-    models = run_folder(cfg.paths.models, cfg.suite, cfg.cell, cfg.seed, digest)
-    check_writable(runs_root, models.parent)
-    progress = ""
-    if cfg.progress.total and job_index is not None:
-        progress = f"{suite_line(job_index, cfg.progress.total, cfg.progress.started)}: "
-    what = f"{cfg.cell} on {cfg.data.get('distortion') or data.name}, seed {cfg.seed}"
-    existing = _existing_record(runs_root, cfg, digest)
+    identity = RunIdentity.of(cfg, data, started_from)
+    existing = _existing_record(identity.runs_root, cfg, identity.digest)
+    identity.announce(cfg, data, job_index, existing)
     if existing is not None:
-        print(f"{progress}{what}: done already ({existing.status}), skipping (rerun=true trains it again)", flush=True)
-        for note in notes:
-            indented(note)
         return existing
-    kind = "canonical" if canonical else f"variant: {', '.join(overrides) or 'no experiment'}"
-    print(f"{progress}{what} ({kind}): {run_summary(cfg, source)}", flush=True)
-    for note in notes:
-        indented(note)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
     data.prepare_data()
     data.setup()
     model = components.model(cfg, data)
     system = components.system(cfg, apply_fast_options(model, cfg.fast), data, output_dir / "figures")
-    timer = StepTimer()
-    resume_state = ResumeState()
-    checkpoints = run_folder(cfg.paths.checkpoints, cfg.suite, cfg.cell, cfg.seed, digest)
+    trainer, resume_state = _trainer(cfg, identity, data, model, output_dir, sweep, [*side_jobs, *callbacks])
+    status = _fit(trainer, system, data, cfg, identity.checkpoints)
+    fitted = dict(trainer.callback_metrics)  # testing resets them
+    if not trainer.is_global_zero:
+        return None
+    tested = _test(trainer, system, data, model, cfg, fitted) if status == "finished" else Tested()
+    _finish_wandb(cfg)
+    return _record(cfg, identity, data, model, trainer, status, fitted, resume_state, tested, output_dir)
+
+
+@dataclass
+class RunIdentity:
+    """What a run is, before it trains: the data's source, its configuration hash, how it differs from its cell's
+    reference, whether it is canonical, where its record and model go."""
+
+    source: dict[str, Any]
+    digest: str
+    overrides: list[str]
+    canonical: bool
+    runs_root: Path
+    models: Path
+    checkpoints: Path
+    notes: list[str]  # what resolving the data said, printed under the run's first line
+
+    @classmethod
+    def of(cls, cfg: DictConfig, data: SplitDataModule, started_from: str | None) -> RunIdentity:
+        """Resolve ``data``'s source (quietly: its messages are kept in :attr:`notes`) and place the run.
+
+        Raises:
+            DataError: the data cannot be found or read.
+            ConfigError: the record or model folder cannot be written.
+        """
+        notes: list[str] = []
+        data.log = notes.append
+        source = data.source_metadata()
+        data.log = indented
+        digest = config_hash(cfg, source["checksum"])
+        overrides, canonical = protocol_overrides(cfg, started_from)
+        runs_root = Path(cfg.paths.runs if canonical else cfg.paths.variants)
+        models = run_folder(cfg.paths.models, cfg.suite, cfg.cell, cfg.seed, digest)
+        checkpoints = run_folder(cfg.paths.checkpoints, cfg.suite, cfg.cell, cfg.seed, digest)
+        check_writable(runs_root, models.parent)
+        return cls(source, digest, overrides, canonical, runs_root, models, checkpoints, notes)
+
+    def announce(
+        self, cfg: DictConfig, data: SplitDataModule, job_index: int | None, existing: RunRecord | None
+    ) -> None:
+        """The run's first line (``done already`` when ``existing`` is its record) and the data's notes."""
+        progress = ""
+        if cfg.progress.total and job_index is not None:
+            progress = f"{suite_line(job_index, cfg.progress.total, cfg.progress.started)}: "
+        what = f"{cfg.cell} on {cfg.data.get('distortion') or data.name}, seed {cfg.seed}"
+        if existing is not None:
+            print(f"{progress}{what}: done already ({existing.status}), skipping (rerun=true trains it again)",
+                  flush=True)  # fmt: skip
+        else:
+            kind = "canonical" if self.canonical else f"variant: {', '.join(self.overrides) or 'no experiment'}"
+            print(f"{progress}{what} ({kind}): {run_summary(cfg, self.source)}", flush=True)
+        for note in self.notes:
+            indented(note)
+
+
+@dataclass
+class Tested:
+    """What testing a finished run gives: its metrics, per-sample outcomes and, on pose distortions, the pose."""
+
+    metrics: dict[str, float] | None = None
+    outcomes: dict[str, Any] | None = None
+    pose: dict[str, Any] | None = None
+
+
+def _trainer(
+    cfg: DictConfig,
+    identity: RunIdentity,
+    data: SplitDataModule,
+    model: torch.nn.Module,
+    output_dir: Path,
+    sweep: str | None,
+    callbacks: list[pl.Callback],
+) -> tuple[pl.Trainer, ResumeState]:
+    """The Lightning trainer of the run (checkpoints every ``profile.val_every`` steps; a forced re-run starts from
+    step 0) and the callback that carries its wall time across resumed attempts."""
     if cfg.rerun:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # a forced re-run trains from the start
-    save_config(checkpoints, cfg)
-    params, revision = count_parameters(model), git_revision()
+        shutil.rmtree(identity.checkpoints, ignore_errors=True)
+    save_config(identity.checkpoints, cfg)
+    resume_state = ResumeState()
+    logger = make_loggers(
+        cfg,
+        output_dir,
+        source=data.metadata["source"]["source"],
+        overrides=identity.overrides,
+        sweep=sweep,
+        checkpoint_dir=identity.checkpoints,
+        extra_config={
+            "params": count_parameters(model),
+            "config_hash": identity.digest,
+            "git_revision": git_revision(),
+        },
+    )
     trainer = pl.Trainer(
         max_steps=cfg.profile.iterations,
         val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations),
@@ -124,25 +202,16 @@ def run(
         precision=cfg.trainer.precision,
         num_nodes=cfg.trainer.num_nodes,
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),  # a key of the DDP trainer files only
-        default_root_dir=checkpoints,  # where Lightning's SLURM requeue handler saves hpc_ckpt_<n>.ckpt
+        default_root_dir=identity.checkpoints,  # where Lightning's SLURM requeue handler saves hpc_ckpt_<n>.ckpt
         gradient_clip_val=cfg.optim.grad_clip or None,
-        logger=make_loggers(
-            cfg,
-            output_dir,
-            source=data.metadata["source"]["source"],
-            overrides=overrides,
-            sweep=sweep,
-            checkpoint_dir=checkpoints,
-            extra_config={"params": params, "config_hash": digest, "git_revision": revision},
-        ),
+        logger=logger,
         callbacks=[
             pl.callbacks.ModelCheckpoint(
-                dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=cfg.profile.val_every
+                dirpath=identity.checkpoints, save_last=True, save_top_k=0, every_n_train_steps=cfg.profile.val_every
             ),
-            timer,
+            StepTimer(),
             resume_state,
             progress_callback(cfg),
-            *jobs,
             *callbacks,
         ],
         limit_val_batches=1.0 if data.metadata["sizes"]["val"] else 0,
@@ -150,48 +219,84 @@ def run(
         enable_model_summary=False,
         enable_progress_bar=interactive(),
     )
+    return trainer, resume_state
+
+
+def _fit(
+    trainer: pl.Trainer, system: pl.LightningModule, data: SplitDataModule, cfg: DictConfig, checkpoints: Path
+) -> str:
+    """Fit, from the last checkpoint in ``checkpoints`` if there is one; returns ``"finished"`` or ``"diverged"``
+    (NaN/inf loss).
+
+    Raises:
+        KeyboardInterrupt: the run was interrupted (its checkpoint is kept: re-run to resume).
+    """
     resume = resume_checkpoint(checkpoints)
     if resume is not None:
         print(f"  resuming from {resume}", flush=True)
-    status, metrics, outcomes, pose = "finished", None, None, None
     try:
         trainer.fit(system, datamodule=data, ckpt_path=resume, weights_only=True)
     except DivergedError as error:
-        status = "diverged"
         print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {error}", file=sys.stderr, flush=True)
+        return "diverged"
     except ProcessRaisedException as error:  # ddp_spawn: a rank's exception arrives as its traceback text
         if DivergedError.__name__ not in str(error):
             raise
-        status = "diverged"
         print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
-    fitted = dict(trainer.callback_metrics)  # testing resets them
-    wall = float(fitted.get("train/wall_s", resume_state.wall_time_s))  # every attempt's (ddp_spawn: rank 0's)
-    if status == "finished" and trainer.interrupted:
+        return "diverged"
+    if trainer.interrupted:
         raise KeyboardInterrupt(
             f"{cfg.cell} seed {cfg.seed} interrupted at step {trainer.global_step}; re-run to resume"
         )
-    if status == "finished":
-        leave_process_group()
-    if not trainer.is_global_zero:
-        return None
-    if status == "finished":
-        test = test_trainer(trainer, cfg).test(system, datamodule=data, verbose=False)[0]
-        metrics = {name: float(value) for name, value in test.items()}
-        if "test/err" in metrics:
-            metrics["test/acc"] = 100.0 - metrics["test/err"]
-        for name in ("val/err", "train/step_ms"):
-            if name in fitted:
-                metrics[name] = float(fitted[name])
-        outcomes = pack_outcomes(system.test_wrong.numpy()) if getattr(system, "test_wrong", None) is not None else None
-        test_arrays = getattr(data, "splits", {}).get("test", {})
-        if cfg.data.get("distortion") in POSE_DISTORTIONS and "theta" in test_arrays:  # claim 6: upright pose
-            measured = pose_metrics(model, test_arrays)
-            if measured is not None:
-                metrics.update(measured[0])
-                pose = measured[1]
-    _finish_wandb(cfg)
-    sizes = data.metadata["sizes"]
-    source = data.metadata["source"]
+    leave_process_group()
+    return "finished"
+
+
+def _test(
+    trainer: pl.Trainer,
+    system: pl.LightningModule,
+    data: SplitDataModule,
+    model: torch.nn.Module,
+    cfg: DictConfig,
+    fitted: dict[str, Any],
+) -> Tested:
+    """Test the fitted ``system`` on one device (:func:`~stn_repro.scaling.test_trainer`): its metrics (with the
+    last validation error and step time of ``fitted``, the training's logged values), its per-sample outcomes and,
+    on pose distortions, the pose of claim 6."""
+    test = test_trainer(trainer, cfg).test(system, datamodule=data, verbose=False)[0]
+    metrics = {name: float(value) for name, value in test.items()}
+    if "test/err" in metrics:
+        metrics["test/acc"] = 100.0 - metrics["test/err"]
+    for name in ("val/err", "train/step_ms"):
+        if name in fitted:
+            metrics[name] = float(fitted[name])
+    wrong = getattr(system, "test_wrong", None)
+    tested = Tested(metrics, pack_outcomes(wrong.numpy()) if wrong is not None else None)
+    test_arrays = getattr(data, "splits", {}).get("test", {})
+    if cfg.data.get("distortion") in POSE_DISTORTIONS and "theta" in test_arrays:  # claim 6: upright pose
+        measured = pose_metrics(model, test_arrays)
+        if measured is not None:
+            tested.metrics.update(measured[0])
+            tested.pose = measured[1]
+    return tested
+
+
+def _record(
+    cfg: DictConfig,
+    identity: RunIdentity,
+    data: SplitDataModule,
+    model: torch.nn.Module,
+    trainer: pl.Trainer,
+    status: str,
+    fitted: dict[str, Any],
+    resume_state: ResumeState,
+    tested: Tested,
+    output_dir: Path,
+) -> RunRecord:
+    """Write the run's record (a record it replaces, with ``rerun=true``, is kept aside), its final model, and
+    ``<output_dir>/run.json`` pointing at both; the checkpoints go."""
+    wall = float(fitted.get("train/wall_s", resume_state.wall_time_s))  # every attempt's (ddp_spawn: rank 0's)
+    sizes, source = data.metadata["sizes"], data.metadata["source"]
     record = RunRecord(
         suite=cfg.suite,
         cell=cfg.cell,
@@ -200,33 +305,34 @@ def run(
         column=cfg.paper.column if cfg.paper else None,
         seed=cfg.seed,
         profile=cfg.profile.name,
-        overrides=overrides,
-        canonical=canonical,
+        overrides=identity.overrides,
+        canonical=identity.canonical,
         status=status,
-        metrics=metrics,
+        metrics=tested.metrics,
         data={**source, "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"]},
-        params=params,
+        params=count_parameters(model),
         iterations=int(fitted.get("train/steps", trainer.global_step)),
         batch_size=cfg.profile.batch_size,
         wall_time_s=round(wall, 2),
         device=describe_device(trainer, cfg),
-        git_revision=revision,
-        config_hash=digest,
+        git_revision=git_revision(),
+        config_hash=identity.digest,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         deviations=deviations(cfg, source, sizes),
-        outcomes=outcomes,
-        pose=pose,
+        outcomes=tested.outcomes,
+        pose=tested.pose,
     )
     if status == "finished":
-        save_model(models, model, cfg)
-    path = record_path(runs_root, record.suite, record.cell, record.seed, digest)
+        save_model(identity.models, model, cfg)
+    path = record_path(identity.runs_root, record.suite, record.cell, record.seed, identity.digest)
     if path.exists():  # rerun=true: the record it replaces is kept aside
         print(f"  replaced record kept as {archive_record(path, 'replaced')}", flush=True)
-    write_record(runs_root, record)
+    write_record(identity.runs_root, record)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "run.json").write_text(json.dumps({"record": str(path), "model": str(models)}) + "\n")
-    for checkpoint in checkpoints.glob("*.ckpt"):  # the final weights are in `models`
+    (output_dir / "run.json").write_text(json.dumps({"record": str(path), "model": str(identity.models)}) + "\n")
+    for checkpoint in identity.checkpoints.glob("*.ckpt"):  # the final weights are in `models`
         checkpoint.unlink()
+    metrics = tested.metrics
     result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")) if metrics else "diverged"
     print(f"  {result} ({record.params:,} parameters, {type(model).__name__}, {wall:.0f} s) -> {path}", flush=True)
     return record

@@ -1,6 +1,8 @@
 """Checks of a composed run configuration (``conf/train.yaml``): every bad value is reported by key, in one line,
-before anything runs: the data, model and system nodes name classes that exist (:mod:`stn_repro.components`), and
-each experiment family adds its checks across keys (:mod:`stn_repro.tasks`)."""
+before anything runs. The shared groups fit their schemas (:mod:`stn_repro.schema`: types, choices, ranges); the
+data, model and system nodes name classes that exist (:mod:`stn_repro.components`); each experiment family adds
+its checks across keys (:mod:`stn_repro.tasks`); what is left here is what spans groups (processes and batch,
+precision and compile mode against the accelerator, the paper cell, the callbacks)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.callbacks import build_callbacks
 from stn_repro.components import check_targets
-from stn_repro.config import ConfigError, check, check_choice, check_number, check_positive_int, get_value
-from stn_repro.fast import COMPILE_MODES, CUDA_ONLY_COMPILE_MODES
+from stn_repro.config import ConfigError, check, check_positive_int, get_value
+from stn_repro.fast import CUDA_ONLY_COMPILE_MODES
 from stn_repro.results.reference import paper_value
-from stn_repro.systems.classification import OPTIMIZERS
+from stn_repro.schema import check_groups
 from stn_repro.tasks import get_task
-
-ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -31,35 +29,12 @@ def validate(cfg: DictConfig) -> None:
     task = get_task(cfg)
     if task is not None:
         task.validate(cfg)
-    for key in ("iterations", "batch_size", "lr_step_every", "val_every"):
-        check_positive_int(cfg, f"profile.{key}")
-    check_number(cfg, "profile.lr_gamma", 0.0, strict=True)
-    milestones = OmegaConf.select(cfg, "profile.lr_milestones")
-    check(
-        milestones is None or all(isinstance(m, int) and m > 0 for m in milestones),
-        "profile.lr_milestones",
-        milestones,
-        "null or a list of positive iteration counts",
-    )
-    seeds = get_value(cfg, "profile.seeds")
-    check(len(seeds) > 0 and all(isinstance(s, int) for s in seeds), "profile.seeds", seeds, "a list of integers")
+    check_groups(cfg)
     check_positive_int(cfg, "seed", minimum=0)
-    check_choice(cfg, "optim.name", OPTIMIZERS)
-    check_number(cfg, "optim.lr", 0.0, strict=True)
-    check_number(cfg, "optim.momentum", 0.0)
-    check_number(cfg, "optim.weight_decay", 0.0)
-    check_number(cfg, "optim.loc_lr_mult", 0.0)
-    check_number(cfg, "optim.grad_clip", 0.0)
-    check_number(cfg, "optim.theta_loss_weight", 0.0)
-    check_choice(cfg, "trainer.accelerator", ACCELERATORS)
     check(isinstance(get_value(cfg, "rerun"), bool), "rerun", get_value(cfg, "rerun"), "true or false")
-    check_positive_int(cfg, "trainer.num_nodes")
     check_trainer_processes(cfg)
     check_fast_path(cfg)
-    check_positive_int(cfg, "progress.every")
     build_callbacks(cfg.get("callbacks"), None)  # every side job builds (then thrown away)
-    for flag in ("logger.csv", "logger.wandb"):
-        check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
     paper = get_value(cfg, "paper")
     if paper is not None:
         try:
@@ -76,10 +51,6 @@ def validate(cfg: DictConfig) -> None:
 def check_trainer_processes(cfg: DictConfig) -> None:
     """Devices, strategy and batch of a job on ``trainer.devices × trainer.num_nodes`` processes: several need
     DDP, and the profile's batch (the global batch) must split into equal shares."""
-    check_positive_int(cfg, "trainer.devices")
-    check_choice(cfg, "trainer.strategy", STRATEGIES)
-    sync = OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False)
-    check(isinstance(sync, bool), "trainer.sync_batchnorm", sync, "true or false")
     processes = get_value(cfg, "trainer.devices") * get_value(cfg, "trainer.num_nodes")
     strategy = get_value(cfg, "trainer.strategy")
     check(processes == 1 or strategy != "auto", "trainer.strategy", strategy,
@@ -91,15 +62,10 @@ def check_trainer_processes(cfg: DictConfig) -> None:
 
 
 def check_fast_path(cfg: DictConfig) -> None:
-    """``trainer.precision`` and the ``fast`` options (:mod:`stn_repro.fast`)."""
-    check_choice(cfg, "trainer.precision", PRECISIONS)
+    """``trainer.precision`` and the ``fast`` options against the accelerator (:mod:`stn_repro.fast`)."""
     accelerator, precision = get_value(cfg, "trainer.accelerator"), get_value(cfg, "trainer.precision")
     check(precision != "16-mixed" or accelerator in ("gpu", "cuda"), "trainer.precision", precision,
           f"32-true or bf16-mixed on trainer.accelerator={accelerator} (16-mixed needs a GPU)")  # fmt: skip
-    check_positive_int(cfg, "fast.log_every")
-    for flag in ("fast.channels_last", "fast.compile"):
-        check(isinstance(get_value(cfg, flag), bool), flag, get_value(cfg, flag), "true or false")
-    check_choice(cfg, "fast.compile_mode", COMPILE_MODES)
     mode = get_value(cfg, "fast.compile_mode")
     check(mode not in CUDA_ONLY_COMPILE_MODES or accelerator in ("gpu", "cuda"), "fast.compile_mode", mode,
           f"default or max-autotune on trainer.accelerator={accelerator} ({mode}: CUDA graphs, GPU only)")  # fmt: skip

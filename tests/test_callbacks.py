@@ -65,7 +65,7 @@ def test_a_side_job_switched_off_or_added_leaves_the_configuration_hash_alone(tm
             "+callbacks.bad._target_=collections.OrderedDict",
             "callbacks.bad is a OrderedDict, not a Lightning",
         ),
-        ("profile.theta_log_every=-1", "callbacks.theta_statistics does not build: "),
+        ("callbacks.theta_statistics.every=-1", "callbacks.theta_statistics does not build: "),
     ],
 )
 def test_a_bad_side_job_stops_with_one_line_naming_it(override, message, tmp_path):

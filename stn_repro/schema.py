@@ -1,0 +1,176 @@
+"""Typed schemas of the configuration groups every run shares (``optim``, ``profile``, ``trainer``, ``fast``,
+``progress``, ``logger``): dataclasses whose types OmegaConf enforces and whose ``__post_init__`` checks the
+choices and ranges. :func:`check_groups` merges each composed group into its schema, so a wrong type, an unknown
+key or a value out of range ends in one :class:`~stn_repro.config.ConfigError` line naming the key.
+
+The schemas check a copy: the composed tree itself is left as written (its values are what a run's configuration
+hash covers, :mod:`stn_repro.identity`). The data, model and system nodes are checked by the constructors they name
+(:mod:`stn_repro.components`), and the checks across groups stay in :mod:`stn_repro.validation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from stn_repro.config import ConfigError, check
+from stn_repro.fast import COMPILE_MODES
+from stn_repro.systems.classification import OPTIMIZERS, THETA_TARGETS
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _at_least(key: str, value: float, minimum: float, strict: bool = False) -> None:
+    check(value > minimum if strict else value >= minimum, key, value, f"a number {'>' if strict else '>='} {minimum}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    check(value in allowed, key, value, f"one of {', '.join(allowed)}")
+
+
+@dataclass
+class Optim:
+    """``optim``: the optimiser of the localisation nets and the classifier, and the optional θ loss."""
+
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    loc_lr_mult: float = 1.0
+    grad_clip: float = 0.0
+    theta_loss_weight: float = 0.0
+    theta_target: str = "full"
+    theta_target_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("optim.name", self.name, OPTIMIZERS)
+        _at_least("optim.lr", self.lr, 0.0, strict=True)
+        for key in ("momentum", "weight_decay", "loc_lr_mult", "grad_clip", "theta_loss_weight", "theta_target_noise"):
+            _at_least(f"optim.{key}", getattr(self, key), 0.0)
+        _choice("optim.theta_target", self.theta_target, THETA_TARGETS)
+
+
+@dataclass
+class Profile:
+    """``profile``: the schedule (iterations, batch, learning-rate steps), the seeds, the logging intervals."""
+
+    name: str
+    iterations: int
+    batch_size: int
+    lr_step_every: int
+    lr_gamma: float
+    val_every: int
+    seeds: list[int]
+    theta_log_every: int
+    image_log_every: int
+    param_target: int | None = None
+    lr_milestones: list[int] | None = None
+    budgets: dict[str, Any] | None = None  # per model kind, read by ${budget:<key>} (stn_repro/budgets.py)
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "batch_size", "lr_step_every", "val_every"):
+            check(getattr(self, key) >= 1, f"profile.{key}", getattr(self, key), "an integer >= 1")
+        for key in ("theta_log_every", "image_log_every"):  # the callbacks' intervals (0: never)
+            check(getattr(self, key) >= 0, f"profile.{key}", getattr(self, key), "an integer >= 0 (0: never)")
+        if self.param_target is not None:
+            check(self.param_target >= 1, "profile.param_target", self.param_target, "an integer >= 1")
+        _at_least("profile.lr_gamma", self.lr_gamma, 0.0, strict=True)
+        milestones = self.lr_milestones
+        check(milestones is None or all(m > 0 for m in milestones), "profile.lr_milestones", milestones,
+              "null or a list of positive iteration counts")  # fmt: skip
+        check(len(self.seeds) > 0 and all(s >= 0 for s in self.seeds), "profile.seeds", self.seeds,
+              "a list of integers >= 0")  # fmt: skip
+
+
+@dataclass
+class Trainer:
+    """``trainer``: where and how Lightning trains (see :mod:`stn_repro.scaling`)."""
+
+    accelerator: str
+    devices: int
+    strategy: str
+    precision: str
+    num_nodes: int
+    sync_batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("trainer.accelerator", self.accelerator, ACCELERATORS)
+        check(self.devices >= 1, "trainer.devices", self.devices, "an integer >= 1")
+        _choice("trainer.strategy", self.strategy, STRATEGIES)
+        _choice("trainer.precision", self.precision, PRECISIONS)
+        check(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
+
+
+@dataclass
+class Fast:
+    """``fast``: the speed options (:mod:`stn_repro.fast`)."""
+
+    log_every: int = 50
+    channels_last: bool = True
+    compile: bool = False
+    compile_mode: str = "default"
+
+    def __post_init__(self) -> None:
+        check(self.log_every >= 1, "fast.log_every", self.log_every, "an integer >= 1")
+        _choice("fast.compile_mode", self.compile_mode, COMPILE_MODES)
+
+
+@dataclass
+class Progress:
+    """``progress``: what a run prints while it trains (:mod:`stn_repro.progress`)."""
+
+    every: int = 100
+    total: int | None = None
+    started: float | None = None
+
+    def __post_init__(self) -> None:
+        check(self.every >= 1, "progress.every", self.every, "an integer >= 1")
+
+
+@dataclass
+class Logger:
+    """``logger``: CSV always, W&B on request (:mod:`stn_repro.loggers`)."""
+
+    csv: bool = True
+    wandb: bool = False
+    project: str = "stn-repro"
+    entity: str | None = None
+    mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("logger.mode", self.mode, WANDB_MODES)
+
+
+SCHEMAS: dict[str, type] = {
+    "optim": Optim,
+    "profile": Profile,
+    "trainer": Trainer,
+    "fast": Fast,
+    "progress": Progress,
+    "logger": Logger,
+}
+
+
+def check_groups(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first group of :data:`SCHEMAS` whose composed values do not fit it."""
+    for group, schema in SCHEMAS.items():
+        node = OmegaConf.select(cfg, group)
+        check(OmegaConf.is_dict(node), group, node, f"a {group} node (conf/{group}/)")
+        try:
+            values = OmegaConf.to_container(node, resolve=True)  # interpolations resolve in the whole tree
+            for flag in (f.name for f in fields(schema) if f.type == "bool" and f.name in values):
+                value = values[flag]  # OmegaConf would read 1, "yes" or "on" as true: a flag is written true/false
+                check(isinstance(value, bool), f"{group}.{flag}", value, "true or false")
+            OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+        except OmegaConfBaseException as error:
+            key = getattr(error, "full_key", None) or ""
+            message = str(error).splitlines()[0]
+            raise ConfigError(
+                f"config error: {group}.{key}: {message}" if key else f"config error: {group}: {message}"
+            ) from None

@@ -1,0 +1,51 @@
+"""The schemas of the shared groups (stn_repro/schema.py): every configuration the product ships fits them, and a
+wrong type, an unknown key, a choice or a range out of bounds ends in one line naming the key."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from stn_repro.config import ConfigError
+from stn_repro.identity import CONF_DIR, compose_config, suite_profile_file
+from stn_repro.schema import SCHEMAS, check_groups
+
+SUITES = sorted(p.stem for p in (CONF_DIR / "suites").glob("*.yaml") if p.stem != "smoke")
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_experiment_at_both_profiles_fits_the_schemas(suite):
+    for cell in OmegaConf.load(CONF_DIR / "suites" / f"{suite}.yaml").cells:
+        for profile in ("quick", "paper"):
+            check_groups(compose_config([f"experiment={cell}", f"profile={suite_profile_file(suite, profile)}"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lr=abc"], "optim.lr: Value 'abc' of type 'str' could not be converted to Float"),
+        (["optim.lr=0"], r"optim.lr=0.0 is invalid; expected a number > 0.0"),
+        (["+optim.lrr=0.1"], "optim.lrr: Key 'lrr' not in 'Optim'"),
+        (["optim.name=lbfgs"], "optim.name='lbfgs' is invalid; expected one of sgd, rmsprop, adam"),
+        (["profile.iterations=2.5"], "profile.iterations: Value '2.5' of type 'float' could not be converted"),
+        (["profile.seeds=[]"], r"profile.seeds=\[\] is invalid"),
+        (["profile.image_log_every=-1"], "profile.image_log_every=-1 is invalid; expected an integer >= 0"),
+        (["trainer.precision=16"], "trainer.precision='16' is invalid; expected one of 32-true"),
+        (["+trainer.gpus=1"], "trainer.gpus: Key 'gpus' not in 'Trainer'"),
+        (["fast.compile=yes"], "fast.compile='yes' is invalid; expected true or false"),
+        (["fast.compile_mode=fast"], "fast.compile_mode='fast' is invalid"),
+        (["progress.every=0"], "progress.every=0 is invalid; expected an integer >= 1"),
+        (["logger=wandb", "logger.mode=cloud"], "logger.mode='cloud' is invalid; expected one of auto, online"),
+    ],
+)
+def test_a_value_that_does_not_fit_stops_with_one_line_naming_its_key(overrides, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        check_groups(compose_config(overrides))
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("config error: ")
+
+
+def test_the_schemas_leave_the_composed_tree_as_written():
+    """The hash covers the tree as composed: checking it must not coerce a value or add a default key."""
+    cfg = compose_config(["experiment=table1/st_cnn_aff_rts", "optim.momentum=0"])
+    before = OmegaConf.to_container(cfg, resolve=True)
+    check_groups(cfg)
+    assert OmegaConf.to_container(cfg, resolve=True) == before and before["optim"]["momentum"] == 0
+    assert isinstance(before["optim"]["momentum"], int) and set(SCHEMAS) <= set(before)
