@@ -12,6 +12,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from stn_repro.config import ConfigError
+from stn_repro.console import say
 from stn_repro.identity import CONF_DIR, compose_config
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
@@ -83,7 +84,7 @@ def exit_on_bad_arguments(arguments: Sequence[str]) -> None:
     try:
         check_arguments(arguments)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}", error=True)
         sys.exit(2)
 
 

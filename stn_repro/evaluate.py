@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stn_repro import components
 from stn_repro.config import ConfigError
+from stn_repro.console import say
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR
 from stn_repro.results.records import RecordError, read_record
@@ -156,14 +157,14 @@ def evaluate(run: Path, overrides: Sequence[str] = ()) -> tuple[dict[str, float]
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__ if argv else USAGE)
+        say(__doc__ if argv else USAGE)
         return 0 if argv else 2
     try:
         metrics, out = evaluate(Path(argv[0]), argv[1:])
     except (ConfigError, DataError, RecordError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}", error=True)
         return 2
-    print(", ".join(f"{name} {value:.2f}" for name, value in metrics.items()) + f" -> {out}")
+    say(", ".join(f"{name} {value:.2f}" for name, value in metrics.items()) + f" -> {out}")
     return 0
 
 

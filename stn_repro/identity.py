@@ -57,6 +57,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "optim.theta_target": "full",
     "optim.theta_target_noise": 0.0,
     "model.theta_to_classifier": False,
+    "trainer.sync_batchnorm": False,  # a key of the DDP trainer files only: off, a DDP run is its cell's run
 }
 #: Also not an override: the seed is part of a run's identity, not a change to its cell.
 _NOT_OVERRIDES = ("seed",)

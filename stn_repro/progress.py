@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
+from stn_repro.console import say
 from stn_repro.scaling import world_size
 
 _DATASETS = {"mnist": "MNIST digits", "fashion_mnist": "Fashion-MNIST digits", "svhn": "SVHN images"}
@@ -42,7 +43,7 @@ def progress_callback(cfg: DictConfig) -> pl.Callback:
 def indented(message: str) -> None:
     """Print ``message`` under the run's first line (a module-level function: data modules keep it as their
     ``log``, and ``ddp_spawn`` pickles them)."""
-    print(f"  {message}", flush=True)
+    say(f"  {message}")
 
 
 def duration(seconds: float) -> str:
@@ -152,12 +153,12 @@ class ProgressLines(pl.Callback):
         elapsed, done = time.perf_counter() - started, step - first
         eta = elapsed / done * (trainer.max_steps - step)
         parts += [f"{self.batch_size * done / elapsed:,.0f} img/s", f"{duration(elapsed)} elapsed, ETA {duration(eta)}"]
-        print(f"  {_steps(trainer)}: {', '.join(parts)}", flush=True)
+        say(f"  {_steps(trainer)}: {', '.join(parts)}")
 
     def on_validation_end(self, trainer: pl.Trainer, *_: Any) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking and "val/err" in trainer.callback_metrics:
             error = float(trainer.callback_metrics["val/err"])
-            print(f"  validation at {_steps(trainer)}: val err {error:.2f}%", flush=True)
+            say(f"  validation at {_steps(trainer)}: val err {error:.2f}%")
 
 
 def _steps(trainer: pl.Trainer) -> str:

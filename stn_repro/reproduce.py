@@ -35,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 from stn_repro import components
 from stn_repro.cli import one_line
 from stn_repro.config import ConfigError, check_writable
+from stn_repro.console import say
 from stn_repro.data.errors import DataError
 from stn_repro.identity import CONF_DIR, compose_config, config_hash, protocol_overrides
 from stn_repro.models.cub import PretrainedWeightsError
@@ -156,10 +157,10 @@ def plan_suite(name: str, profile: str, overrides: list[str]) -> SuitePlan:
         ours = {c.split("/")[-1]: (paper.row, paper.column) for c, paper in papers.items()}
         paths = build_not_run_tables(name, first.paper.table, ours, str(error), Path(first.paths.results))
         done = f"not run -> {', '.join(map(str, paths.values()))}" if paths else "not run (its table from runs is kept)"
-        print(f"{name}: {done}", flush=True)
+        say(f"{name}: {done}")
         raise type(error)(f"suite {name} not run: {error}") from None
     chosen, why = choose_profile(profile, source)
-    print(f"stn-repro: suite {name}: profile {chosen} ({why})", flush=True)
+    say(f"stn-repro: suite {name}: profile {chosen} ({why})")
     for note in notes:
         indented(note)
     profile_name = profile_file(suite, chosen)
@@ -191,7 +192,7 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
     total = len(cells) * len(seeds)
     sweep_dir = _sweep_dir(plan.name, overrides)
     kind = "canonical runs" if plan.canonical else f"variant runs ({', '.join(_distinct_overrides(plan))})"
-    print(f"{plan.name}: {len(cells)} cells x {len(seeds)} seed(s) = {total} {kind} -> {sweep_dir}", flush=True)
+    say(f"{plan.name}: {len(cells)} cells x {len(seeds)} seed(s) = {total} {kind} -> {sweep_dir}")
     command = [
         sys.executable, "-m", "stn_repro.train", "--multirun",
         f"experiment={','.join(cells)}", f"seed={','.join(map(str, seeds))}", f"profile={plan.profile}",
@@ -205,22 +206,25 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
         try:
             record = planned.record(plan.name)
         except RecordError as error:
-            print(f"error: {error}", file=sys.stderr)
+            say(f"error: {error}", error=True)
             continue
         if record is not None:
             records.append(record)
     out = Path(cfg.paths.results) if plan.canonical else sweep_dir / "tables"
     if plan.canonical:
         for path in copy_run_figures(sweep_dir, out / "figures", plan.name):
-            print(f"{plan.name}: run figure -> {path}")
+            say(f"{plan.name}: run figure -> {path}")
     if records:
         written = build_tables(records, out)
-        print(f"{plan.name}: {len(records)}/{total} records -> {', '.join(str(p) for p in written.values())}")
+        say(f"{plan.name}: {len(records)}/{total} records -> {', '.join(str(p) for p in written.values())}")
     else:
-        print(f"{plan.name}: no finished runs yet, no table")
+        say(f"{plan.name}: no finished runs yet, no table")
     if status != 0 or len(records) < total:
-        print(f"error: {total - len(records)} of the {total} runs of suite {plan.name} did not finish (exit code "
-              f"{status}); finished runs are kept, re-run the same command to resume", file=sys.stderr)  # fmt: skip
+        say(
+            f"error: {total - len(records)} of the {total} runs of suite {plan.name} did not finish (exit code "
+            f"{status}); finished runs are kept, re-run the same command to resume",
+            error=True,
+        )
     return status or int(len(records) < total)
 
 
@@ -259,7 +263,7 @@ def _distinct_overrides(plan: SuitePlan) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(argument in ("-h", "--help") for argument in argv):
-        print(__doc__)
+        say(__doc__)
         return 0
     try:
         suites, profile, overrides = parse_arguments(argv)
@@ -270,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 plans.append(plan_suite(suite, profile, overrides))
             except (DataError, PretrainedWeightsError) as error:  # the other suites still run
-                print(f"error: {error}", file=sys.stderr, flush=True)
+                say(f"error: {error}", error=True)
                 status = 2
         for plan in plans:
             status = max(status, run_suite(plan, overrides))
@@ -280,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             claimed = [r for r in load_claimed(cfg.paths.runs) if r.profile == cfg.profile.name]
             results_dir = Path(cfg.paths.results)
             path = write_claims(claimed, results_dir, load_evidence(results_dir / "evidence"))
-            print(f"claims of the paper: {claims_summary(claimed)} -> {path}", flush=True)
+            say(f"claims of the paper: {claims_summary(claimed)} -> {path}")
     except (ConfigError, DataError, PretrainedWeightsError, RecordError, TableError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}", error=True)
         return 2
     return status
 

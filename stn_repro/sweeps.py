@@ -24,6 +24,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from stn_repro.console import say
 from stn_repro.results.markdown import markdown_table
 from stn_repro.results.records import RecordError, RunRecord, read_record
 from stn_repro.utils import atomic_path, shorten
@@ -131,7 +132,7 @@ def write_summary(sweep_dir: Path) -> Path | None:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(text, flush=True)
+    say(text)
     return sweep_dir / "summary.md"
 
 
@@ -142,7 +143,7 @@ def _job_record(job: Path) -> RunRecord | None:
     try:
         return read_record(json.loads(pointer.read_text())["record"])
     except (RecordError, OSError, ValueError, KeyError) as error:
-        print(f"warning: sweep summary: {job.name}: {error}", flush=True)
+        say(f"warning: sweep summary: {job.name}: {error}")
         return None
 
 
@@ -154,7 +155,7 @@ class SweepSummary(Callback):
         if sweep_dir.is_dir():
             path = write_summary(sweep_dir)
             if path is not None:
-                print(f"sweep summary -> {path} (and summary.csv)", flush=True)
+                say(f"sweep summary -> {path} (and summary.csv)")
 
 
 OmegaConf.register_new_resolver("job_suffix", job_suffix, replace=True)

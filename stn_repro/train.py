@@ -32,6 +32,7 @@ from stn_repro import components
 from stn_repro.callbacks import StepTimer, build_callbacks
 from stn_repro.cli import exit_on_bad_arguments
 from stn_repro.config import ConfigError, check_writable
+from stn_repro.console import say
 from stn_repro.data.base import SplitDataModule
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
@@ -146,11 +147,10 @@ class RunIdentity:
             progress = f"{suite_line(job_index, cfg.progress.total, cfg.progress.started)}: "
         what = f"{cfg.cell} on {cfg.data.get('distortion') or data.name}, seed {cfg.seed}"
         if existing is not None:
-            print(f"{progress}{what}: done already ({existing.status}), skipping (rerun=true trains it again)",
-                  flush=True)  # fmt: skip
+            say(f"{progress}{what}: done already ({existing.status}), skipping (rerun=true trains it again)")
         else:
             kind = "canonical" if self.canonical else f"variant: {', '.join(self.overrides) or 'no experiment'}"
-            print(f"{progress}{what} ({kind}): {run_summary(cfg, self.source)}", flush=True)
+            say(f"{progress}{what} ({kind}): {run_summary(cfg, self.source)}")
         for note in self.notes:
             indented(note)
 
@@ -233,16 +233,16 @@ def _fit(
     """
     resume = resume_checkpoint(checkpoints)
     if resume is not None:
-        print(f"  resuming from {resume}", flush=True)
+        say(f"  resuming from {resume}")
     try:
         trainer.fit(system, datamodule=data, ckpt_path=resume, weights_only=True)
     except DivergedError as error:
-        print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {error}", file=sys.stderr, flush=True)
+        say(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {error}", error=True)
         return "diverged"
     except ProcessRaisedException as error:  # ddp_spawn: a rank's exception arrives as its traceback text
         if DivergedError.__name__ not in str(error):
             raise
-        print(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+        say(f"  DIVERGED: {cfg.cell} seed {cfg.seed}: {str(error).strip().splitlines()[-1]}", error=True)
         return "diverged"
     if trainer.interrupted:
         raise KeyboardInterrupt(
@@ -326,7 +326,7 @@ def _record(
         save_model(identity.models, model, cfg)
     path = record_path(identity.runs_root, record.suite, record.cell, record.seed, identity.digest)
     if path.exists():  # rerun=true: the record it replaces is kept aside
-        print(f"  replaced record kept as {archive_record(path, 'replaced')}", flush=True)
+        say(f"  replaced record kept as {archive_record(path, 'replaced')}")
     write_record(identity.runs_root, record)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "run.json").write_text(json.dumps({"record": str(path), "model": str(identity.models)}) + "\n")
@@ -334,7 +334,7 @@ def _record(
         checkpoint.unlink()
     metrics = tested.metrics
     result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")) if metrics else "diverged"
-    print(f"  {result} ({record.params:,} parameters, {type(model).__name__}, {wall:.0f} s) -> {path}", flush=True)
+    say(f"  {result} ({record.params:,} parameters, {type(model).__name__}, {wall:.0f} s) -> {path}")
     return record
 
 
@@ -366,7 +366,7 @@ def _existing_record(runs_root: Path, cfg: DictConfig, digest: str) -> RunRecord
         record = find_record(runs_root, cfg.suite, cfg.cell, cfg.seed, digest)
     except RecordError as error:
         kept = archive_record(record_path(runs_root, cfg.suite, cfg.cell, cfg.seed, digest), "corrupt")
-        print(f"warning: {error}; moved to {kept}, training the cell again", file=sys.stderr, flush=True)
+        say(f"warning: {error}; moved to {kept}, training the cell again", error=True)
         return None
     return None if cfg.rerun else record
 
@@ -379,12 +379,14 @@ def _finish_wandb(cfg: DictConfig) -> None:
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's start-up banners, a known deprecation notice and its epoch-logging hint out of the run's
-    output (training scalars are logged every ``fast.log_every`` steps across epochs: an epoch of 15 batches is
-    fine)."""
+    """Keep Lightning's start-up banners, a known deprecation notice, its epoch-logging hint and its DDP ``sync_dist``
+    hint out of the run's output (training scalars are logged every ``fast.log_every`` steps across epochs: an epoch
+    of 15 batches is fine)."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    # under DDP every process validates on the whole validation set (stn_repro.data.batches): nothing to reduce
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -404,7 +406,7 @@ def main(cfg: DictConfig) -> None:
             sweep=hydra_cfg.sweep.dir if job_index is not None else None,
         )
     except (ConfigError, DataError, RecordError, PretrainedWeightsError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        say(f"error: {error}", error=True)
         sys.exit(2)
 
 

@@ -92,6 +92,10 @@ def test_canonical_means_the_suites_own_configuration():
     # device, speed and output options are not changes to the cell
     same = compose_config(["experiment=table1/fcn_r", "trainer.devices=2", "fast.compile=true", "logger=wandb"])
     assert protocol_overrides(same) == ([], True)
+    ddp = compose_config(["experiment=table1/fcn_r", "trainer=ddp"])  # its file's sync_batchnorm: false
+    assert protocol_overrides(ddp) == ([], True)
+    synced = compose_config(["experiment=table1/fcn_r", "trainer=ddp", "trainer.sync_batchnorm=true"])
+    assert protocol_overrides(synced) == (["trainer.sync_batchnorm=true"], False)
     assert protocol_overrides(compose_config(["experiment=table1/fcn_r", "optim.lr=0.1"])) == (["optim.lr=0.1"], False)
     smoke = compose_config(["experiment=table1/fcn_r", "suite=smoke"])
     assert protocol_overrides(smoke, started_from="table1/fcn_r") == (["suite=smoke"], False)

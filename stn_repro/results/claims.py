@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stn_repro.console import say
 from stn_repro.results.markdown import markdown_table
 from stn_repro.results.pose_figure import plot_poses
 from stn_repro.results.records import RecordError, RunRecord, load_records
@@ -491,19 +492,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         records = load_claimed(args.runs)
     except RecordError as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}", error=True)
         return 2
     records = [r for r in records if r.profile == args.profile]
     if not records:
-        print(f"error: no {args.profile!r} records of {', '.join(CLAIM_SUITES)} in {args.runs}", file=sys.stderr)
+        say(f"error: no {args.profile!r} records of {', '.join(CLAIM_SUITES)} in {args.runs}", error=True)
         return 2
     try:
         evidence = load_evidence(args.evidence)
     except RecordError as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}", error=True)
         return 2
     path = write_claims(records, args.out, evidence)
-    print(f"{claims_summary(records)} -> {path}")
+    say(f"{claims_summary(records)} -> {path}")
     return 0
 
 

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from stn_repro.console import say
 from stn_repro.results.records import RecordError, RunRecord, load_records
 from stn_repro.results.reference import paper_value, table_columns, table_rows
 from stn_repro.results.summaries import CellSummary, TableError, check_records, default_metric, summarise_cells
@@ -144,10 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise TableError(f"no run records{which} in {args.runs / args.suite}; run the {args.suite} suite first")
         paths = build_tables(records, args.out, args.metric)
     except (RecordError, TableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", error=True)
         return 2
     for path in paths.values():
-        print(f"wrote {path}")
+        say(f"wrote {path}")
     return 0
 
 
