@@ -49,17 +49,6 @@ def check_choice(cfg: DictConfig, key: str, allowed: tuple[str, ...] | list[str]
     check(value in allowed, key, value, f"one of {', '.join(map(str, allowed))}")
 
 
-def check_val_size(cfg: DictConfig) -> None:
-    val_size = get_value(cfg, "data.val_size")
-    check(
-        isinstance(val_size, int | float) and not isinstance(val_size, bool) and 0 <= val_size
-        and (isinstance(val_size, int) or val_size < 1),
-        "data.val_size",
-        val_size,
-        "a sample count >= 0 or a fraction in [0, 1)",
-    )  # fmt: skip
-
-
 def check_optional_positive_int(cfg: DictConfig, key: str) -> None:
     if get_value(cfg, key) is not None:
         check_positive_int(cfg, key)

@@ -110,5 +110,5 @@ def test_a_bad_dataset_of_your_own_stops_with_one_line(tmp_path):
         validate(cfg)
     cfg = _compose(user_data_folder(tmp_path / "typo"), tmp_path, "+data.colour=red")
     with pytest.raises(ConfigError, match=f"data._target_={__name__}.StripesDataModule does not build: ") as caught:
-        run(cfg, tmp_path / "out")
+        validate(cfg)  # before anything runs: a suite checks every cell first
     assert "\n" not in str(caught.value) and "colour" in str(caught.value)

@@ -40,8 +40,6 @@ class SplitDataModule(pl.LightningDataModule):
 
     #: What the messages call one sample.
     unit = "sample"
-    #: Prefix of the option names in the constructor's messages.
-    option_prefix = "data."
     #: The experiment family whose checks and deviation notes a run on these data follows (:mod:`stn_repro.tasks`);
     #: ``None`` for a data module of your own (the run then carries the general notes only).
     task: ClassVar[str | None] = None
@@ -57,12 +55,12 @@ class SplitDataModule(pl.LightningDataModule):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        prefix, article = self.option_prefix, "an" if self.unit[0] in "aeiou" else "a"
+        article = "an" if self.unit[0] in "aeiou" else "a"
         if batch_size < 1:
-            raise ValueError(f"{prefix}batch_size must be >= 1, got {batch_size}")
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if not (0 <= val_size < 1 or (isinstance(val_size, int) and val_size >= 0)):
             raise ValueError(
-                f"{prefix}val_size must be {article} {self.unit} count >= 0 or a fraction in [0, 1), got {val_size}"
+                f"data.val_size must be {article} {self.unit} count >= 0 or a fraction in [0, 1), got {val_size}"
             )
         self.root = Path(root)
         self.seed = seed

@@ -239,7 +239,6 @@ class VolumeMNISTDataModule(DigitSetDataModule):
         name: the dataset's name (``data.name``).
     """
 
-    option_prefix = ""  # the constructor's messages name the options without "data."
     task = "mnist3d"
 
     def __init__(
@@ -265,9 +264,9 @@ class VolumeMNISTDataModule(DigitSetDataModule):
         name: str | None = None,
     ) -> None:
         if limit is not None and limit < 1:
-            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+            raise ValueError(f"data.limit must be >= 1 or None, got {limit}")
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise ValueError(f"data.num_classes must be >= 2, got {num_classes}")
         super().__init__(
             root=root,
             source=source,

@@ -13,7 +13,6 @@ from stn_repro.config import (
     check_optional_positive_int,
     check_positive_int,
     check_transformer_family,
-    check_val_size,
     get_value,
 )
 from stn_repro.models.cub import CUB_MODEL_KINDS, load_googlenet_state, pretrained_weights
@@ -43,7 +42,6 @@ def validate(cfg: DictConfig) -> None:
     )
     check_optional_positive_int(cfg, "data.limit")
     check_positive_int(cfg, "data.num_workers", minimum=0)
-    check_val_size(cfg)
 
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:

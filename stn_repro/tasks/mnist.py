@@ -13,7 +13,6 @@ from stn_repro.config import (
     check_number,
     check_positive_int,
     check_transformer_family,
-    check_val_size,
     get_value,
 )
 from stn_repro.data.distortions import DISTORTIONS
@@ -48,7 +47,6 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "data.source", SOURCES)
     check_choice(cfg, "data.digits", DIGITS)
     check_positive_int(cfg, "data.num_classes", minimum=2)
-    check_val_size(cfg)
     check_positive_int(cfg, "profile.param_target")
     check_choice(cfg, "optim.theta_target", THETA_TARGETS)
     check_number(cfg, "optim.theta_target_noise", 0.0)

@@ -19,7 +19,6 @@ from stn_repro.config import (
     check_choice,
     check_positive_int,
     check_transformer_family,
-    check_val_size,
     get_value,
 )
 from stn_repro.data.sources import DIGITS, SOURCES
@@ -55,7 +54,6 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "data.distortion", ("SEQ",))
     check_choice(cfg, "data.source", SOURCES)
     check_choice(cfg, "data.digits", DIGITS)
-    check_val_size(cfg)
     check_positive_int(cfg, "model.size")
     check_positive_int(cfg, "model.hidden")
     _check_channels(cfg, "model.channels")

@@ -12,7 +12,6 @@ from stn_repro.config import (
     check_number,
     check_optional_positive_int,
     check_transformer_family,
-    check_val_size,
     get_value,
 )
 from stn_repro.models.svhn import SVHN_MODEL_KINDS
@@ -32,7 +31,6 @@ def validate(cfg: DictConfig) -> None:
         check_optional_positive_int(cfg, key)
     if get_value(cfg, "data.expand") is not None:
         check_number(cfg, "data.expand", 0.0)
-    check_val_size(cfg)
     check_number(cfg, "model.dropout", 0.0)
     check(get_value(cfg, "model.dropout") < 1, "model.dropout", get_value(cfg, "model.dropout"), "a rate in [0, 1)")
     positions = get_value(cfg, "model.multi_positions")

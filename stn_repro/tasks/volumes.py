@@ -19,7 +19,6 @@ from stn_repro.config import (
     check_number,
     check_positive_int,
     check_transformer_family,
-    check_val_size,
     get_value,
 )
 from stn_repro.data.sources import DIGITS, SOURCES
@@ -58,7 +57,6 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "data.digits", DIGITS)
     check_positive_int(cfg, "data.num_classes", minimum=2)
     check_positive_int(cfg, "data.test_seed", minimum=0)
-    check_val_size(cfg)
     if get_value(cfg, "data.limit") is not None:
         check_positive_int(cfg, "data.limit")
     if get_value(cfg, "model.kind") == "st":
