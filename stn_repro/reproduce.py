@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -57,18 +58,27 @@ PROFILES = ("auto", "quick", "paper")
 
 
 def parse_arguments(argv: list[str]) -> tuple[list[str], str, list[str]]:
-    """``(suites, profile, train_overrides)`` from ``key=value`` arguments."""
+    """``(suites, profile, train_overrides)`` from Hydra override arguments, read by Hydra's own override parser:
+    ``suite=a,b`` names several suites; every other override goes to the runs as written.
+
+    Raises:
+        ConfigError: an argument Hydra cannot parse, several profiles, or an unknown suite (with a close match).
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(argv))
+    except HydraException as error:
+        raise ConfigError(f"{one_line(error)} (arguments are key=value, e.g. suite=table1 profile=quick)") from None
     suites, profile, overrides = ["table1"], "auto", []
-    for argument in argv:
-        key, sep, value = argument.partition("=")
-        if not sep:
-            raise ConfigError(f"argument {argument!r} is not key=value (e.g. suite=table1 profile=quick)")
-        if key == "suite":
-            suites = [s for s in value.split(",") if s]
-        elif key == "profile":
-            profile = value
+    for override in parsed:
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        if override.key_or_group == "suite":
+            suites = [str(value) for value in values]
+        elif override.key_or_group == "profile":
+            if len(values) != 1:
+                raise ConfigError(f"{override.input_line} names several profiles; a command runs one")
+            profile = str(values[0])
         else:
-            overrides.append(argument)
+            overrides.append(override.input_line)
     for suite in suites:
         if not (CONF_DIR / "suites" / f"{suite}.yaml").exists():
             known = sorted(p.stem for p in (CONF_DIR / "suites").glob("*.yaml"))
@@ -249,10 +259,9 @@ def copy_run_figures(sweep_dir: Path, out: Path, suite: str) -> list[Path]:
 
 def _sweep_dir(suite: str, overrides: list[str]) -> Path:
     """The multirun's folder: ``<hydra.sweep.dir>/<suite>`` when given, else ``multirun/<suite>/<time to the µs>``."""
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key == "hydra.sweep.dir":
-            return Path(value) / suite
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group == "hydra.sweep.dir":
+            return Path(str(override.value())) / suite
     return Path("multirun") / suite / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stn_repro import evaluate
+from stn_repro import evaluate, reproduce
 from stn_repro.cli import check_arguments
 from stn_repro.config import ConfigError
 from stn_repro.identity import compose_config, config_hash, protocol_overrides, suite_profile_file
@@ -84,6 +84,19 @@ def test_bad_arguments_are_one_line(arguments, says):
     with pytest.raises(ConfigError, match=says) as info:
         check_arguments(arguments)
     assert "\n" not in str(info.value)
+
+
+def test_reproduce_reads_its_arguments_with_hydras_override_parser():
+    suites, profile, rest = reproduce.parse_arguments(["suite=table1,cluttered", "profile=quick", "optim.lr=0.1,0.2"])
+    assert (suites, profile, rest) == (["table1", "cluttered"], "quick", ["optim.lr=0.1,0.2"])
+    for arguments, says in [
+        (["suite=tabel1"], "unknown suite 'tabel1'; did you mean table1?"),
+        (["profile=quick,paper"], "profile=quick,paper names several profiles"),
+        (["suite"], "Error parsing override 'suite'"),
+    ]:
+        with pytest.raises(ConfigError, match=says) as info:
+            reproduce.parse_arguments(arguments)
+        assert "\n" not in str(info.value)
 
 
 def test_canonical_means_the_suites_own_configuration():
