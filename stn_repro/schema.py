@@ -160,17 +160,20 @@ SCHEMAS: dict[str, type] = {
 def check_groups(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first group of :data:`SCHEMAS` whose composed values do not fit it."""
     for group, schema in SCHEMAS.items():
-        node = OmegaConf.select(cfg, group)
-        check(OmegaConf.is_dict(node), group, node, f"a {group} node (conf/{group}/)")
-        try:
-            values = OmegaConf.to_container(node, resolve=True)  # interpolations resolve in the whole tree
-            for flag in (f.name for f in fields(schema) if f.type == "bool" and f.name in values):
-                value = values[flag]  # OmegaConf would read 1, "yes" or "on" as true: a flag is written true/false
-                check(isinstance(value, bool), f"{group}.{flag}", value, "true or false")
-            OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-        except OmegaConfBaseException as error:
-            key = getattr(error, "full_key", None) or ""
-            message = str(error).splitlines()[0]
-            raise ConfigError(
-                f"config error: {group}.{key}: {message}" if key else f"config error: {group}: {message}"
-            ) from None
+        check_node(cfg, group, schema)
+
+
+def check_node(cfg: DictConfig, key: str, schema: type) -> None:
+    """Raise :class:`ConfigError` (one line naming the key) unless the node ``cfg.<key>`` fits the dataclass
+    ``schema``: its types, its keys (none unknown, none missing), and the checks of its ``__post_init__``."""
+    node = OmegaConf.select(cfg, key)
+    check(OmegaConf.is_dict(node), key, node, f"a {key} node (conf/{key}/)")
+    values = OmegaConf.to_container(node, resolve=True)  # interpolations resolve in the whole tree
+    for flag in (f.name for f in fields(schema) if f.type in ("bool", bool) and f.name in values):
+        value = values[flag]  # OmegaConf would read 1, "yes" or "on" as true: a flag is written true/false
+        check(isinstance(value, bool), f"{key}.{flag}", value, "true or false")
+    try:
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    except OmegaConfBaseException as error:
+        where = ".".join(part for part in (key, getattr(error, "full_key", None)) if part)
+        raise ConfigError(f"config error: {where}: {str(error).splitlines()[0]}") from None

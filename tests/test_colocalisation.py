@@ -255,7 +255,9 @@ def test_every_config_composes_and_validates(cell):
      ("model.embedding.scale=[1.2,0.7]", "model.embedding.scale"),
      ("model.embedding.scale=7", "model.embedding.scale"),
      ("model.embedding.background=1", "model.embedding.background"),
-     ("model.embedding.background_patches=-1", "model.embedding.background_patches")],
+     ("model.embedding.background_patches=-1", "model.embedding.background_patches"),
+     ("data.canvas=big", "data.canvas"), ("+model.colour=red", "model.colour"),
+     ("+model.embedding.depth=3", "model.embedding.depth"), ("data.device_resident=2", "data.device_resident")],
 )  # fmt: skip
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

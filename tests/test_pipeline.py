@@ -179,6 +179,9 @@ def test_a_diverging_run_is_recorded_as_diverged_never_as_a_number(tmp_path, dat
         ("data.source=internet", "data.source"),
         ("transformer=none", "transformer.family"),
         ("data.val_size=1.5", "data.val_size"),
+        ("+data.colour=red", "data.colour: Key 'colour' not in 'DigitData'"),  # a typo is not ignored
+        ("+model.depth=3", "model.depth: Key 'depth' not in 'MatchedClassifierModel'"),
+        ("model.fcn_layers=two", "model.fcn_layers"),
     ],
 )
 def test_bad_config_values_name_their_key(override, key):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.config import check
+from stn_repro.data.distortions import DISTORTIONS
+from stn_repro.data.sources import DIGITS, SOURCES
 
 PAPER_SCHEDULES = {
     "mnist": "150,000 iterations at batch 256, lr x0.1 every 50,000",
@@ -54,3 +56,30 @@ def check_no_theta_supervision(cfg: DictConfig) -> None:
     """Tasks whose data holds no true transform cannot supervise θ (``optim.theta_loss_weight`` must be 0)."""
     weight = cfg.optim.theta_loss_weight
     check(not weight, "optim.theta_loss_weight", weight, f"0: the {cfg.data.name} data hold no true transform")
+
+
+@dataclass
+class DigitData:
+    """``data`` of the distorted-MNIST cells (:class:`~stn_repro.data.distorted_mnist.DistortedMNISTDataModule` and
+    its digit-sequence subclass)."""
+
+    _target_: str
+    name: str
+    distortion: str
+    root: str
+    source: str
+    digits: str
+    val_size: int | float
+    test_seed: int
+    resample_every_epoch: bool
+    device_resident: bool
+    params: dict[str, Any] = field(default_factory=dict)  # the protocol's own constructor checks its names
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        check(self.distortion in DISTORTIONS, "data.distortion", self.distortion,
+              f"one of {', '.join(sorted(DISTORTIONS))}")  # fmt: skip
+        check(self.source in SOURCES, "data.source", self.source, f"one of {', '.join(SOURCES)}")
+        check(self.digits in DIGITS, "data.digits", self.digits, f"one of {', '.join(DIGITS)}")
+        check(self.num_classes >= 2, "data.num_classes", self.num_classes, "an integer >= 2")
+        check(self.test_seed >= 0, "data.test_seed", self.test_seed, "an integer >= 0")

@@ -16,29 +16,130 @@ under ``<data root>/cache/``; its descriptor is chosen by ``model.embedding.desc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from stn_repro.config import check, check_choice, check_number, check_positive_int, get_value
+from stn_repro.config import check, check_choice, check_number, get_value
 from stn_repro.data.colocalisation import PAPER_CANVAS, PAPER_PER_CLASS
+from stn_repro.data.distortions import DIGIT_SIZE
 from stn_repro.data.sources import DIGITS, NUM_CLASSES, SOURCES
 from stn_repro.models.colocalisation import DESCRIPTORS
+from stn_repro.schema import check_node
 from stn_repro.tasks.base import Task, check_no_theta_supervision, options
+
+
+@dataclass
+class ColocalisationData:
+    """``data`` of the co-localisation cells (:class:`~stn_repro.data.colocalisation.ColocalisationDataModule`)."""
+
+    _target_: str
+    name: str
+    canvas: int
+    patches: int
+    patch_size: int
+    per_class: int
+    set_seed: int
+    root: str
+    source: str
+    digits: str
+    device_resident: bool
+
+    def __post_init__(self) -> None:
+        check(self.canvas >= DIGIT_SIZE, "data.canvas", self.canvas, f"an integer >= {DIGIT_SIZE}")
+        check(self.patches >= 0, "data.patches", self.patches, "an integer >= 0")
+        check(1 <= self.patch_size <= DIGIT_SIZE, "data.patch_size", self.patch_size, f"an integer in 1..{DIGIT_SIZE}")
+        check(self.per_class >= 2, "data.per_class", self.per_class, "an integer >= 2")
+        check(self.set_seed >= 0, "data.set_seed", self.set_seed, "an integer >= 0")
+        check(self.source in SOURCES, "data.source", self.source, f"one of {', '.join(SOURCES)}")
+        check(self.digits in DIGITS, "data.digits", self.digits, f"one of {', '.join(DIGITS)}")
+
+
+@dataclass
+class AttentionScale:
+    """``model.scale``: the attention half-side, learned in ``[floor, ceiling]``, the ceiling lowered from
+    ``ceiling_start`` to ``ceiling_end`` over the fraction ``ceiling_until`` of training."""
+
+    floor: float
+    ceiling_start: float
+    ceiling_end: float
+    ceiling_until: float
+
+    def __post_init__(self) -> None:
+        bound = "0 < floor < ceiling_end <= ceiling_start <= 1"
+        check(0 < self.floor < 1, "model.scale.floor", self.floor, bound)
+        check(self.floor < self.ceiling_end <= 1, "model.scale.ceiling_end", self.ceiling_end, bound)
+        check(self.ceiling_end <= self.ceiling_start <= 1, "model.scale.ceiling_start", self.ceiling_start, bound)
+        check(0 < self.ceiling_until <= 1, "model.scale.ceiling_until", self.ceiling_until, "in (0, 1]")
+
+
+@dataclass
+class EmbeddingSettings:
+    """``model.embedding``: the frozen embedding CNN and how it is trained (once, then cached)."""
+
+    width: int
+    descriptor: str
+    iterations: int
+    batch_size: int
+    lr: float
+    momentum: float
+    seed: int
+    rotation: float
+    scale: list[float]
+    translation: float
+    background: float
+    background_patches: int
+
+    def __post_init__(self) -> None:
+        for key in ("width", "iterations", "batch_size"):
+            check(getattr(self, key) >= 1, f"model.embedding.{key}", getattr(self, key), "an integer >= 1")
+        check(self.seed >= 0, "model.embedding.seed", self.seed, "an integer >= 0")
+        check(self.descriptor in DESCRIPTORS, "model.embedding.descriptor", self.descriptor,
+              f"one of {', '.join(DESCRIPTORS)}")  # fmt: skip
+        check(self.lr > 0, "model.embedding.lr", self.lr, "a number > 0")
+        for key in ("momentum", "rotation", "translation"):
+            check(getattr(self, key) >= 0, f"model.embedding.{key}", getattr(self, key), "a number >= 0")
+        check(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "model.embedding.scale", self.scale,
+              "[smallest, largest] digit size, 0 < smallest <= largest")  # fmt: skip
+        check(0 <= self.background < 1, "model.embedding.background", self.background, "a fraction in [0, 1)")
+        check(self.background_patches >= 0, "model.embedding.background_patches", self.background_patches,
+              "an integer >= 0")  # fmt: skip
+
+
+@dataclass
+class ColocalisationLocalisation:
+    """``model.localisation``: each transformer's localisation net (conv layers on the max-pooled canvas)."""
+
+    channels: list[int]
+    kernel_size: int
+    downsample: int
+    hidden: list[int]
+
+
+@dataclass
+class ColocalisationModelNode:
+    """``model`` of the co-localisation cells (:func:`~stn_repro.models.colocalisation.colocalisation_model`)."""
+
+    _target_: str
+    kind: str
+    localisation: ColocalisationLocalisation
+    scale: AttentionScale
+    candidates: int
+    init_weight_std: float
+    embedding: EmbeddingSettings
+
+    def __post_init__(self) -> None:
+        check(self.kind == "coloc", "model.kind", self.kind, "coloc")
+        check(self.candidates >= 1, "model.candidates", self.candidates, "an integer >= 1")
+        check(self.init_weight_std >= 0, "model.init_weight_std", self.init_weight_std, "a number >= 0")
 
 
 def validate(cfg: DictConfig) -> None:
     check_no_theta_supervision(cfg)
-    check_choice(cfg, "model.kind", ("coloc",))
+    check_node(cfg, "data", ColocalisationData)
+    check_node(cfg, "model", ColocalisationModelNode)
     check_choice(cfg, "transformer.family", ("attention",))
-    check_choice(cfg, "data.source", SOURCES)
-    check_choice(cfg, "data.digits", DIGITS)
-    check_positive_int(cfg, "data.canvas", minimum=28)
-    check_positive_int(cfg, "data.patches", minimum=0)
-    check_positive_int(cfg, "data.patch_size")
-    check(get_value(cfg, "data.patch_size") <= 28, "data.patch_size", get_value(cfg, "data.patch_size"), "<= 28")
-    check_positive_int(cfg, "data.per_class", minimum=2)
-    check_positive_int(cfg, "data.set_seed", minimum=0)
     batch = get_value(cfg, "profile.batch_size")
     check(
         isinstance(batch, int) and batch % NUM_CLASSES == 0 and batch >= 2 * NUM_CLASSES,
@@ -46,39 +147,7 @@ def validate(cfg: DictConfig) -> None:
         batch,
         f"a multiple of {NUM_CLASSES} that is >= {2 * NUM_CLASSES} (class-balanced batches, 2+ images per class)",
     )
-    previous, bound = 0.0, "0 < floor < ceiling_end <= ceiling_start <= 1"
-    for key in ("floor", "ceiling_end", "ceiling_start"):
-        value = get_value(cfg, f"model.scale.{key}")
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        check(number and (previous < value <= 1 if key != "ceiling_start" else previous <= value <= 1),
-              f"model.scale.{key}", value, bound)  # fmt: skip
-        previous = value
-    until = get_value(cfg, "model.scale.ceiling_until")
-    check(isinstance(until, int | float) and 0 < until <= 1, "model.scale.ceiling_until", until, "in (0, 1]")
-    check_number(cfg, "model.init_weight_std", 0.0)
-    check_positive_int(cfg, "model.candidates")
     check_number(cfg, "system.margin", 0.0)
-    for key in ("iterations", "batch_size", "width", "seed"):
-        check_positive_int(cfg, f"model.embedding.{key}", minimum=0 if key == "seed" else 1)
-    check_number(cfg, "model.embedding.lr", 0.0, strict=True)
-    check_number(cfg, "model.embedding.momentum", 0.0)
-    check_number(cfg, "model.embedding.rotation", 0.0)
-    check_number(cfg, "model.embedding.translation", 0.0)
-    sizes = get_value(cfg, "model.embedding.scale")
-    check(
-        OmegaConf.is_list(sizes)
-        and len(sizes) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in sizes)
-        and 0 < sizes[0] <= sizes[1],
-        "model.embedding.scale",
-        sizes,
-        "[smallest, largest] digit size, 0 < smallest <= largest",
-    )
-    background = get_value(cfg, "model.embedding.background")
-    number = isinstance(background, int | float) and not isinstance(background, bool)
-    check(number and 0 <= background < 1, "model.embedding.background", background, "a fraction in [0, 1)")
-    check_positive_int(cfg, "model.embedding.background_patches", minimum=0)
-    check_choice(cfg, "model.embedding.descriptor", DESCRIPTORS)
 
 
 CANDIDATES_NOTE = (

@@ -2,46 +2,68 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
 
 from stn_repro.config import (
     check,
-    check_choice,
-    check_number,
-    check_optional_positive_int,
-    check_positive_int,
     check_transformer_family,
     get_value,
 )
 from stn_repro.models.cub import CUB_MODEL_KINDS, load_googlenet_state, pretrained_weights
+from stn_repro.schema import check_node
 from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations
+
+
+@dataclass
+class CUBData:
+    """``data`` of the CUB cells (:class:`~stn_repro.data.cub.CUBDataModule`)."""
+
+    _target_: str
+    name: str
+    image_size: int
+    resize: int
+    random_flip: bool
+    val_size: int | float
+    num_workers: int
+    limit: int | None
+    root: str
+
+    def __post_init__(self) -> None:
+        check(self.image_size >= 32, "data.image_size", self.image_size, "an integer >= 32")
+        check(self.resize >= self.image_size, "data.resize", self.resize, f"an integer >= {self.image_size}")
+        check(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
+        check(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
+
+
+@dataclass
+class CUBModel:
+    """``model`` of the CUB cells (:func:`~stn_repro.models.cub.cub_model`)."""
+
+    _target_: str
+    kind: str
+    parts: int
+    weights: str | None
+    crop_size: int
+    crop_scale: float
+    dropout: float
+
+    def __post_init__(self) -> None:
+        check(self.kind in CUB_MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(CUB_MODEL_KINDS)}")
+        check(self.parts == 0 if self.kind == "cnn" else self.parts >= 1, "model.parts", self.parts,
+              "0 for model cnn, >= 1 transformers for model st")  # fmt: skip
+        check(self.crop_size >= 32, "model.crop_size", self.crop_size, "an integer >= 32")
+        check(0 < self.crop_scale <= 1, "model.crop_scale", self.crop_scale, "a scale in (0, 1]")
+        check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a rate in [0, 1)")
 
 
 def validate(cfg: DictConfig) -> None:
     check_no_theta_supervision(cfg)
-    check_choice(cfg, "model.kind", CUB_MODEL_KINDS)
-    kind, parts = get_value(cfg, "model.kind"), get_value(cfg, "model.parts")
-    check(
-        isinstance(parts, int) and (parts == 0 if kind == "cnn" else parts >= 1),
-        "model.parts",
-        parts,
-        "0 for model cnn, >= 1 transformers for model st",
-    )
-    check_transformer_family(cfg, kind == "st", ["translation"])
-    check_positive_int(cfg, "data.image_size", minimum=32)
-    check_positive_int(cfg, "data.resize", minimum=get_value(cfg, "data.image_size"))
-    check_positive_int(cfg, "model.crop_size", minimum=32)
-    check_number(cfg, "model.crop_scale", 0.0, strict=True)
-    check(
-        get_value(cfg, "model.crop_scale") <= 1,
-        "model.crop_scale",
-        get_value(cfg, "model.crop_scale"),
-        "a scale in (0, 1]",
-    )
-    check_optional_positive_int(cfg, "data.limit")
-    check_positive_int(cfg, "data.num_workers", minimum=0)
+    check_node(cfg, "data", CUBData)
+    check_node(cfg, "model", CUBModel)
+    check_transformer_family(cfg, get_value(cfg, "model.kind") == "st", ["translation"])
 
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
@@ -9,47 +10,60 @@ from omegaconf import DictConfig
 from stn_repro.components import is_own
 from stn_repro.config import (
     check,
-    check_choice,
-    check_number,
     check_positive_int,
     check_transformer_family,
     get_value,
 )
 from stn_repro.data.distortions import DISTORTIONS
-from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models import MODEL_KINDS, has_transformer
-from stn_repro.systems.classification import THETA_TARGETS
-from stn_repro.tasks.base import Task, schedule_deviations
+from stn_repro.schema import check_node
+from stn_repro.tasks.base import DigitData, Task, schedule_deviations
 from stn_repro.transformers import FAMILIES
 
 # Distortions whose stored θ (one transform of an invertible family) can supervise a transformer.
 THETA_SUPERVISED_DISTORTIONS = ("R", "RTS", "P", "TC")
 
 
+@dataclass
+class MatchedClassifierModel:
+    """``model`` of the paper's distorted-MNIST classifiers (:func:`~stn_repro.models.build.matched_classifier`)."""
+
+    _target_: str
+    kind: str
+    pool: Any  # "auto" or an integer >= 1
+    family: str | None
+    family_options: dict[str, Any]
+    param_target: int
+    fcn_layers: int
+    kernel_sizes: list[int]
+    theta_to_classifier: bool
+    localisation: Any  # {kind: fc | conv, ...} (stn_repro.models.build checks the kind and its options)
+
+    def __post_init__(self) -> None:
+        check(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
+        pool = self.pool
+        valid_pool = pool == "auto" or (isinstance(pool, int) and not isinstance(pool, bool) and pool >= 1)
+        check(valid_pool, "model.pool", pool, "auto or an integer >= 1")
+        check(self.param_target >= 1, "model.param_target", self.param_target, "an integer >= 1")
+        check(self.fcn_layers >= 1, "model.fcn_layers", self.fcn_layers, "an integer >= 1")
+        check(len(self.kernel_sizes) > 0 and all(k > 0 for k in self.kernel_sizes), "model.kernel_sizes",
+              self.kernel_sizes, "a list of positive kernel sizes")  # fmt: skip
+        fed_allowed = self.kind in ("st_fcn", "st_cnn") or not self.theta_to_classifier
+        check(fed_allowed, "model.theta_to_classifier", self.theta_to_classifier,
+              "true or false; true only for st_fcn / st_cnn")  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> None:
+    check_node(cfg, "data", DigitData)
     if is_own(cfg, "model"):
         kind = get_value(cfg, "model.kind")
         paper_kinds = ", ".join(MODEL_KINDS)
         expected = f"a name for your model (cell names, budgets), not one of the paper's ({paper_kinds})"
         check(isinstance(kind, str) and kind not in MODEL_KINDS, "model.kind", kind, expected)
     else:
-        check_choice(cfg, "model.kind", MODEL_KINDS)
-        pool = get_value(cfg, "model.pool")
-        valid_pool = pool == "auto" or (isinstance(pool, int) and not isinstance(pool, bool) and pool >= 1)
-        check(valid_pool, "model.pool", pool, "auto or an integer >= 1")
-        check_positive_int(cfg, "model.param_target")
-        check_positive_int(cfg, "model.fcn_layers")
+        check_node(cfg, "model", MatchedClassifierModel)
         check_transformer_family(cfg, has_transformer(str(get_value(cfg, "model.kind"))), sorted(FAMILIES))
-        fed = get_value(cfg, "model.theta_to_classifier")
-        allowed = (False, True) if get_value(cfg, "model.kind") in ("st_fcn", "st_cnn") else (False,)
-        check(fed in allowed, "model.theta_to_classifier", fed, "true or false; true only for st_fcn / st_cnn")
-    check_choice(cfg, "data.distortion", sorted(DISTORTIONS))
-    check_choice(cfg, "data.source", SOURCES)
-    check_choice(cfg, "data.digits", DIGITS)
-    check_positive_int(cfg, "data.num_classes", minimum=2)
     check_positive_int(cfg, "profile.param_target")
-    check_choice(cfg, "optim.theta_target", THETA_TARGETS)
-    check_number(cfg, "optim.theta_target_noise", 0.0)
     weight = get_value(cfg, "optim.theta_loss_weight")
     if weight:
         family, distortion = get_value(cfg, "transformer.family"), get_value(cfg, "data.distortion")

@@ -10,6 +10,7 @@ without early stopping; everything this implementation does differently is liste
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
@@ -17,13 +18,12 @@ from omegaconf import DictConfig
 from stn_repro.config import (
     check,
     check_choice,
-    check_positive_int,
     check_transformer_family,
     get_value,
 )
-from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models.recurrent import SEQ_MODEL_KINDS, classifier_output_size
-from stn_repro.tasks.base import Task, check_no_theta_supervision
+from stn_repro.schema import check_node
+from stn_repro.tasks.base import DigitData, Task, check_no_theta_supervision
 from stn_repro.transformers import FAMILIES
 
 PAPER_ITERATIONS = 180_000  # 300 epochs x 600 iterations (60,000 sequences at batch 100) [code]
@@ -39,29 +39,46 @@ PAPER_SCHEDULE = (
 )
 
 
-def _check_channels(cfg: DictConfig, key: str) -> None:
-    value = get_value(cfg, key)
-    ok = value is not None and len(value) > 0 and all(isinstance(c, int) and c > 0 for c in value)
+@dataclass
+class SequenceModel:
+    """``model`` of the digit-sequence cells (:func:`~stn_repro.models.recurrent.build_sequence_model`)."""
+
+    _target_: str
+    kind: str
+    family: str | None
+    family_options: dict[str, Any]
+    size: int
+    channels: list[int]
+    hidden: int
+    loc_channels: list[int] | None = None
+    loc_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.kind in SEQ_MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(SEQ_MODEL_KINDS)}")
+        check(self.size >= 1, "model.size", self.size, "an integer >= 1")
+        check(self.hidden >= 1, "model.hidden", self.hidden, "an integer >= 1")
+        _check_channels("model.channels", self.channels)
+        layers = len(self.channels)
+        check(classifier_output_size(self.size, layers) > 0, "model.size", self.size,
+              f"large enough for {layers} conv layers")  # fmt: skip
+        if self.kind != "cnn":
+            _check_channels("model.loc_channels", self.loc_channels)
+            check(self.loc_hidden is not None and self.loc_hidden >= 1, "model.loc_hidden", self.loc_hidden,
+                  "an integer >= 1")  # fmt: skip
+
+
+def _check_channels(key: str, value: list[int] | None) -> None:
+    ok = value is not None and len(value) > 0 and all(c > 0 for c in value)
     check(ok, key, value, "a non-empty list of positive channel counts")
 
 
 def validate(cfg: DictConfig) -> None:
     check_no_theta_supervision(cfg)
-    check_choice(cfg, "model.kind", SEQ_MODEL_KINDS)
-    kind = get_value(cfg, "model.kind")
-    families_2d = sorted(name for name, family in FAMILIES.items() if family.spatial_dims == 2)
-    check_transformer_family(cfg, kind != "cnn", families_2d)
+    check_node(cfg, "data", DigitData)
     check_choice(cfg, "data.distortion", ("SEQ",))
-    check_choice(cfg, "data.source", SOURCES)
-    check_choice(cfg, "data.digits", DIGITS)
-    check_positive_int(cfg, "model.size")
-    check_positive_int(cfg, "model.hidden")
-    _check_channels(cfg, "model.channels")
-    size, layers = get_value(cfg, "model.size"), len(get_value(cfg, "model.channels"))
-    check(classifier_output_size(size, layers) > 0, "model.size", size, f"large enough for {layers} conv layers")
-    if kind != "cnn":
-        _check_channels(cfg, "model.loc_channels")
-        check_positive_int(cfg, "model.loc_hidden")
+    check_node(cfg, "model", SequenceModel)
+    families_2d = sorted(name for name, family in FAMILIES.items() if family.spatial_dims == 2)
+    check_transformer_family(cfg, get_value(cfg, "model.kind") != "cnn", families_2d)
 
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:

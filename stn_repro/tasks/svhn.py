@@ -2,44 +2,78 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
 
 from stn_repro.config import (
     check,
-    check_choice,
-    check_number,
-    check_optional_positive_int,
     check_transformer_family,
     get_value,
 )
 from stn_repro.models.svhn import SVHN_MODEL_KINDS
+from stn_repro.schema import check_node
 from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations
 from stn_repro.transformers import FAMILIES
 
 SVHN_VARIANTS = ("64px", "128px")
 
 
+@dataclass
+class SVHNData:
+    """``data`` of the SVHN cells (:class:`~stn_repro.data.svhn.SVHNDataModule`)."""
+
+    _target_: str
+    name: str
+    variant: str
+    size: int | None
+    expand: float | None
+    crop: int | None
+    use_extra: bool
+    val_size: int | float
+    random_crop: bool
+    limit: int | None
+    workers: int | None
+    root: str
+    device_resident: bool
+
+    def __post_init__(self) -> None:
+        check(self.variant in SVHN_VARIANTS, "data.variant", self.variant, f"one of {', '.join(SVHN_VARIANTS)}")
+        for key in ("size", "crop", "limit", "workers"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"data.{key}", value, "null or an integer >= 1")
+        check(self.expand is None or self.expand >= 0, "data.expand", self.expand, "null or a number >= 0")
+
+
+@dataclass
+class SVHNModel:
+    """``model`` of the SVHN cells (:func:`~stn_repro.models.svhn.build_svhn_model`)."""
+
+    _target_: str
+    kind: str
+    family: str | None
+    family_options: dict[str, Any]
+    dropout: float
+    batch_norm: bool
+    loc_hidden: list[int]
+    loc_channels: list[int]
+    multi_positions: list[int]
+
+    def __post_init__(self) -> None:
+        check(self.kind in SVHN_MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(SVHN_MODEL_KINDS)}")
+        check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a rate in [0, 1)")
+        positions = self.multi_positions
+        check(len(positions) > 0 and all(0 <= p < 8 for p in positions), "model.multi_positions", positions,
+              "a list of conv layer indices in 0..7")  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> None:
     check_no_theta_supervision(cfg)
-    check_choice(cfg, "model.kind", SVHN_MODEL_KINDS)
+    check_node(cfg, "data", SVHNData)
+    check_node(cfg, "model", SVHNModel)
     families_2d = sorted(name for name, family in FAMILIES.items() if family.spatial_dims == 2)
     check_transformer_family(cfg, get_value(cfg, "model.kind") != "cnn", families_2d)
-    check_choice(cfg, "data.variant", SVHN_VARIANTS)
-    for key in ("data.size", "data.crop", "data.limit", "data.workers"):
-        check_optional_positive_int(cfg, key)
-    if get_value(cfg, "data.expand") is not None:
-        check_number(cfg, "data.expand", 0.0)
-    check_number(cfg, "model.dropout", 0.0)
-    check(get_value(cfg, "model.dropout") < 1, "model.dropout", get_value(cfg, "model.dropout"), "a rate in [0, 1)")
-    positions = get_value(cfg, "model.multi_positions")
-    check(
-        len(positions) > 0 and all(isinstance(p, int) and 0 <= p < 8 for p in positions),
-        "model.multi_positions",
-        positions,
-        "a list of conv layer indices in 0..7",
-    )
 
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:

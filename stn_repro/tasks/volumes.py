@@ -9,20 +9,20 @@ classifier input (:mod:`stn_repro.models.volumes`), the localisation net, the pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
 
 from stn_repro.config import (
     check,
-    check_choice,
-    check_number,
-    check_positive_int,
     check_transformer_family,
     get_value,
 )
+from stn_repro.data.distortions import DIGIT_SIZE
 from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models.volumes import VOLUME_MODEL_KINDS, depth_projection_scale
+from stn_repro.schema import check_node
 from stn_repro.tasks.base import Task
 
 
@@ -31,43 +31,90 @@ def projection_scale(cfg: DictConfig) -> float:
     return depth_projection_scale(cfg.model.projection_scale, cfg.data.size, cfg.data.thickness)
 
 
-def validate(cfg: DictConfig) -> None:
-    check_choice(cfg, "model.kind", VOLUME_MODEL_KINDS)
-    check_transformer_family(cfg, get_value(cfg, "model.kind") == "st", ["affine3d"])
-    check_positive_int(cfg, "model.param_target")
-    check_positive_int(cfg, "model.out_size")
-    kernels = get_value(cfg, "model.kernel_sizes")
-    check(
-        len(kernels) > 0 and all(isinstance(k, int) and k > 0 and k % 2 for k in kernels),
-        "model.kernel_sizes",
-        kernels,
-        "a list of odd positive kernel sizes, one per conv layer",
-    )
-    check_positive_int(cfg, "data.size")
-    check_positive_int(cfg, "data.thickness")
-    size, thickness, out_size = (get_value(cfg, k) for k in ("data.size", "data.thickness", "model.out_size"))
-    check((28**2 * 2 + thickness**2) ** 0.5 <= size, "data.thickness", thickness, f"a slab that fits a {size}^3 volume")
-    check(size % out_size == 0, "model.out_size", out_size, f"a divisor of data.size={size}")
-    if get_value(cfg, "model.projection_scale") is not None:
-        check_number(cfg, "model.projection_scale", 0.0, strict=True)
-    for key in ("data.max_tilt", "data.max_roll"):
-        check_number(cfg, key, 0.0)
-        check(get_value(cfg, key) <= 180, key, get_value(cfg, key), "an angle in [0, 180] degrees")
-    check_choice(cfg, "data.source", SOURCES)
-    check_choice(cfg, "data.digits", DIGITS)
-    check_positive_int(cfg, "data.num_classes", minimum=2)
-    check_positive_int(cfg, "data.test_seed", minimum=0)
-    if get_value(cfg, "data.limit") is not None:
-        check_positive_int(cfg, "data.limit")
-    if get_value(cfg, "model.kind") == "st":
-        loc = get_value(cfg, "model.localisation")
-        check(loc is not None, "model.localisation", loc, "conv_localisation settings for the 3D ST-CNN")
+@dataclass
+class VolumeData:
+    """``data`` of the 3D cells (:class:`~stn_repro.data.volumes.VolumeMNISTDataModule`; its protocol checks
+    that the slab fits the volume and the rotation ranges)."""
+
+    _target_: str
+    name: str
+    size: int
+    thickness: int
+    max_tilt: float
+    max_roll: float
+    num_classes: int
+    root: str
+    source: str
+    digits: str
+    val_size: int | float
+    limit: int | None
+    test_seed: int
+    resample_every_epoch: bool
+    device_resident: bool
+
+    def __post_init__(self) -> None:
+        check(self.size >= 1 and self.thickness >= 1, "data.thickness", self.thickness,
+              f"a slab of >= 1 voxel in a data.size={self.size} volume")  # fmt: skip
+        fits = (DIGIT_SIZE**2 * 2 + self.thickness**2) ** 0.5 <= self.size
+        check(fits, "data.thickness", self.thickness, f"a slab that fits a {self.size}^3 volume")
+        for key in ("max_tilt", "max_roll"):
+            value = getattr(self, key)
+            check(0 <= value <= 180, f"data.{key}", value, "an angle in [0, 180] degrees")
+        check(self.num_classes >= 2, "data.num_classes", self.num_classes, "an integer >= 2")
+        check(self.source in SOURCES, "data.source", self.source, f"one of {', '.join(SOURCES)}")
+        check(self.digits in DIGITS, "data.digits", self.digits, f"one of {', '.join(DIGITS)}")
+        check(self.test_seed >= 0, "data.test_seed", self.test_seed, "an integer >= 0")
+        check(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
+
+
+@dataclass
+class VolumeLocalisation:
+    """``model.localisation`` of the 3D ST-CNN (:func:`~stn_repro.transformers.conv_localisation` on volumes)."""
+
+    channels: list[int]
+    kernel_size: int
+    downsample: int
+    hidden: list[int]
+
+    def __post_init__(self) -> None:
         for key in ("kernel_size", "downsample"):
-            check_positive_int(cfg, f"model.localisation.{key}")
+            check(getattr(self, key) >= 1, f"model.localisation.{key}", getattr(self, key), "an integer >= 1")
         for key in ("channels", "hidden"):
-            values = get_value(cfg, f"model.localisation.{key}")
-            check(all(isinstance(v, int) and v > 0 for v in values), f"model.localisation.{key}", values,
-                  "a list of positive integers")  # fmt: skip
+            values = getattr(self, key)
+            check(all(v > 0 for v in values), f"model.localisation.{key}", values, "a list of positive integers")
+
+
+@dataclass
+class VolumeModel:
+    """``model`` of the 3D cells (:func:`~stn_repro.models.volumes.matched_volume_model`)."""
+
+    _target_: str
+    kind: str
+    param_target: int
+    out_size: int
+    projection_scale: float | None
+    kernel_sizes: list[int]
+    localisation: VolumeLocalisation | None = None
+
+    def __post_init__(self) -> None:
+        check(self.kind in VOLUME_MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(VOLUME_MODEL_KINDS)}")
+        check(self.param_target >= 1, "model.param_target", self.param_target, "an integer >= 1")
+        check(self.out_size >= 1, "model.out_size", self.out_size, "an integer >= 1")
+        kernels = self.kernel_sizes
+        check(len(kernels) > 0 and all(k > 0 and k % 2 for k in kernels), "model.kernel_sizes", kernels,
+              "a list of odd positive kernel sizes, one per conv layer")  # fmt: skip
+        scale = self.projection_scale
+        check(scale is None or scale > 0, "model.projection_scale", scale, "null or a number > 0")
+        check(self.kind != "st" or self.localisation is not None, "model.localisation", self.localisation,
+              "conv_localisation settings for the 3D ST-CNN")  # fmt: skip
+
+
+def validate(cfg: DictConfig) -> None:
+    check_node(cfg, "data", VolumeData)
+    check_node(cfg, "model", VolumeModel)
+    check_transformer_family(cfg, get_value(cfg, "model.kind") == "st", ["affine3d"])
+    size, out_size = get_value(cfg, "data.size"), get_value(cfg, "model.out_size")
+    check(size % out_size == 0, "model.out_size", out_size, f"a divisor of data.size={size}")
 
 
 def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> list[str]:
