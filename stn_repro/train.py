@@ -117,6 +117,7 @@ class RunIdentity:
     models: Path
     checkpoints: Path
     notes: list[str]  # what resolving the data said, printed under the run's first line
+    revision: str  # the code's git revision (the W&B config and the record carry it)
 
     @classmethod
     def of(cls, cfg: DictConfig, data: SplitDataModule, started_from: str | None) -> RunIdentity:
@@ -136,7 +137,7 @@ class RunIdentity:
         models = run_folder(cfg.paths.models, cfg.suite, cfg.cell, cfg.seed, digest)
         checkpoints = run_folder(cfg.paths.checkpoints, cfg.suite, cfg.cell, cfg.seed, digest)
         check_writable(runs_root, models.parent)
-        return cls(source, digest, overrides, canonical, runs_root, models, checkpoints, notes)
+        return cls(source, digest, overrides, canonical, runs_root, models, checkpoints, notes, git_revision())
 
     def announce(
         self, cfg: DictConfig, data: SplitDataModule, job_index: int | None, existing: RunRecord | None
@@ -189,7 +190,7 @@ def _trainer(
         extra_config={
             "params": count_parameters(model),
             "config_hash": identity.digest,
-            "git_revision": git_revision(),
+            "git_revision": identity.revision,
         },
     )
     trainer = pl.Trainer(
@@ -315,7 +316,7 @@ def _record(
         batch_size=cfg.profile.batch_size,
         wall_time_s=round(wall, 2),
         device=describe_device(trainer, cfg),
-        git_revision=git_revision(),
+        git_revision=identity.revision,
         config_hash=identity.digest,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         deviations=deviations(cfg, source, sizes),
