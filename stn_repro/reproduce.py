@@ -1,4 +1,5 @@
-"""Run the cells of one or more suites (Hydra multirun over ``stn_repro.train``), then build their tables.
+"""Run the cells of one or more suites (one Hydra multirun of ``stn_repro.train`` per suite, in this process), then
+build their tables.
 
     python -m stn_repro.reproduce suite=table1,cluttered [profile=auto|quick|paper] [any train override ...]
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +33,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from stn_repro import components
+from stn_repro import components, train
 from stn_repro.cli import one_line
 from stn_repro.config import ConfigError, check_writable
 from stn_repro.console import say
@@ -203,14 +203,13 @@ def run_suite(plan: SuitePlan, overrides: list[str]) -> int:
     sweep_dir = _sweep_dir(plan.name, overrides)
     kind = "canonical runs" if plan.canonical else f"variant runs ({', '.join(_distinct_overrides(plan))})"
     say(f"{plan.name}: {len(cells)} cells x {len(seeds)} seed(s) = {total} {kind} -> {sweep_dir}")
-    command = [
-        sys.executable, "-m", "stn_repro.train", "--multirun",
+    status = train.launch([
+        "--multirun",
         f"experiment={','.join(cells)}", f"seed={','.join(map(str, seeds))}", f"profile={plan.profile}",
         f"suite={plan.name}", f"progress.total={total}", f"progress.started={time.time()}",
         f"hydra.sweep.dir={sweep_dir}",
         *(o for o in overrides if not o.startswith("hydra.sweep.dir=")),
-    ]  # fmt: skip
-    status = subprocess.run(command).returncode
+    ])  # fmt: skip
     records = []
     for planned in plan.runs:
         try:

@@ -25,6 +25,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
@@ -36,7 +37,7 @@ from stn_repro.console import say
 from stn_repro.data.base import SplitDataModule
 from stn_repro.data.errors import DataError
 from stn_repro.fast import apply_fast_options
-from stn_repro.identity import config_hash, git_revision, protocol_overrides
+from stn_repro.identity import CONF_DIR, config_hash, git_revision, protocol_overrides
 from stn_repro.loggers import make_loggers
 from stn_repro.models import count_parameters
 from stn_repro.models.cub import PretrainedWeightsError
@@ -390,7 +391,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")  # absolute: launch() imports it
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -411,8 +412,25 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def launch(arguments: Sequence[str]) -> int:
+    """Run this Hydra app in the calling process on the command line ``arguments`` (e.g. ``["--multirun",
+    "experiment=table1/fcn_r,table1/cnn_r", "seed=0,1"]``, as after ``python -m stn_repro.train``); returns the
+    exit status: 0, 1 when a job failed (Hydra has printed why) or 2 on a bad argument or configuration."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     torch.set_float32_matmul_precision("high")
-    exit_on_bad_arguments(sys.argv[1:])
-    main()
+    command_line = sys.argv
+    sys.argv = [command_line[0], *arguments]  # hydra.main reads the command line
+    GlobalHydra.instance().clear()  # a composition done before (e.g. a suite's plan) must not hold Hydra
+    try:
+        exit_on_bad_arguments(arguments)
+        main()
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = command_line
+        GlobalHydra.instance().clear()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(launch(sys.argv[1:]))
