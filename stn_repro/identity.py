@@ -46,6 +46,7 @@ HASH_EXCLUDED = (
     "profile.theta_log_every",
     "profile.image_log_every",
     "fast",
+    "trainer._target_",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.strategy",
@@ -122,11 +123,17 @@ def protocol_overrides(cfg: DictConfig, started_from: str | None = None) -> tupl
     reference_args, candidate = reference_overrides(cfg, started_from)
     reference = _flatten(result_tree(compose_config(reference_args)))
     ours = _flatten(result_tree(cfg))
-    changed = []
-    for key in sorted(set(reference) | set(ours)):
-        if key in _NOT_OVERRIDES or reference.get(key, _ABSENT) == ours.get(key, _ABSENT):
-            continue
-        changed.append(f"{key}={_override_value(ours.get(key, _ABSENT))}")
+    differ = {
+        key
+        for key in set(reference) | set(ours)
+        if key not in _NOT_OVERRIDES and reference.get(key, _ABSENT) != ours.get(key, _ABSENT)
+    }
+    mirrors = _mirrors(cfg)  # e.g. system.iterations: ${profile.iterations}: listed once, as profile.iterations
+    changed = [
+        f"{key}={_override_value(ours.get(key, _ABSENT))}"
+        for key in sorted(differ)
+        if not any(_follows(key, mirror, source, differ) for mirror, source in mirrors.items())
+    ]
     return changed, candidate and not changed
 
 
@@ -162,6 +169,27 @@ def _pop(tree: dict[str, Any], dotted: str) -> None:
         node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, dict):
         node.pop(leaf, None)
+
+
+def _mirrors(node: DictConfig, prefix: str = "") -> dict[str, str]:
+    """``{key: source}`` for every key of ``node`` whose value is a plain reference ``${source}`` to another key."""
+    mirrors = {}
+    for key in node:
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        child = node._get_node(key)
+        if OmegaConf.is_interpolation(node, str(key)):
+            if match := re.fullmatch(r"\$\{([\w.]+)\}", str(child._value())):
+                mirrors[dotted] = match.group(1)
+        elif OmegaConf.is_dict(child):
+            mirrors.update(_mirrors(child, dotted))
+    return mirrors
+
+
+def _follows(key: str, mirror: str, source: str, differ: set[str]) -> bool:
+    """Whether ``key`` is (inside) ``mirror`` and the value it mirrors differs too, so is listed in its place."""
+    if key != mirror and not key.startswith(f"{mirror}."):
+        return False
+    return f"{source}{key[len(mirror) :]}" in differ
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

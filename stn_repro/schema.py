@@ -90,8 +90,10 @@ class Profile:
 
 @dataclass
 class Trainer:
-    """``trainer``: where and how Lightning trains (see :mod:`stn_repro.scaling`)."""
+    """``trainer``: where and how Lightning trains (see :mod:`stn_repro.scaling`); ``_target_`` is the trainer
+    class, called with these keys and the run's own (loggers, callbacks, schedule)."""
 
+    _target_: str
     accelerator: str
     devices: int
     strategy: str

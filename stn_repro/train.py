@@ -26,6 +26,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
@@ -194,16 +195,10 @@ def _trainer(
             "git_revision": identity.revision,
         },
     )
-    trainer = pl.Trainer(
+    trainer = instantiate(cfg.trainer, _partial_=True)(  # the trainer node: where and how (conf/trainer/)
         max_steps=cfg.profile.iterations,
         val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations),
         check_val_every_n_epoch=None,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
-        num_nodes=cfg.trainer.num_nodes,
-        sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),  # a key of the DDP trainer files only
         default_root_dir=identity.checkpoints,  # where Lightning's SLURM requeue handler saves hpc_ckpt_<n>.ckpt
         gradient_clip_val=cfg.optim.grad_clip or None,
         logger=logger,

@@ -114,6 +114,17 @@ def test_canonical_means_the_suites_own_configuration():
     assert protocol_overrides(smoke, started_from="table1/fcn_r") == (["suite=smoke"], False)
 
 
+def test_a_change_is_listed_once_not_again_under_the_keys_that_mirror_it():
+    """``system.iterations: ${profile.iterations}`` and ``model.family_options: ${transformer.options}`` follow the
+    key they name: a run's overrides list that key alone, unless the mirror itself is set."""
+    coloc = compose_config(["experiment=colocalisation/t", "profile.iterations=2"])
+    assert protocol_overrides(coloc) == (["profile.iterations=2"], False)
+    tps = compose_config(["experiment=table1/st_cnn_tps_r", "transformer.options.grid_size=3"])
+    assert protocol_overrides(tps) == (["transformer.options.grid_size=3"], False)
+    own = compose_config(["experiment=colocalisation/t", "system.iterations=5"])  # the mirror set by hand
+    assert protocol_overrides(own) == (["system.iterations=5"], False)
+
+
 def test_rerun_keeps_the_old_record_and_a_corrupt_record_is_set_aside_and_retrained(tmp_path, data_root, capsys):
     cfg = _tiny("table1/fcn_r", tmp_path, data_root)
     first = run(cfg, tmp_path / "out")
