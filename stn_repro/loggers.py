@@ -1,4 +1,5 @@
-"""The run's Lightning loggers: CSV always (``<output dir>/csv/version_<n>/metrics.csv``), W&B with ``logger=wandb``.
+"""The run's Lightning loggers, named by ``_target_`` in ``conf/logger/``: CSV always
+(``<output dir>/csv/version_<n>/metrics.csv``), W&B with ``logger=wandb``.
 
 Each W&B run is labelled so that runs can be compared:
 
@@ -21,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from stn_repro.scaling import resume_checkpoint
@@ -41,7 +43,8 @@ def make_loggers(
     checkpoint_dir: Path,
     extra_config: Mapping[str, Any],
 ) -> list[Logger]:
-    """The run's loggers: a CSV logger in ``output_dir`` and, with ``cfg.logger.wandb``, a W&B run.
+    """The run's loggers, built from their ``_target_`` nodes (``conf/logger/``): the CSV logger in ``output_dir``
+    and, with ``logger=wandb``, a W&B run in ``paths.wandb``.
 
     Args:
         source: the data source (a tag, e.g. ``bundled``).
@@ -50,26 +53,25 @@ def make_loggers(
         checkpoint_dir: the run's checkpoint folder (the same for every attempt), where the W&B run id is kept.
         extra_config: added to the W&B run's config (top-level keys).
 
-    ``logger.mode=auto`` is online when W&B credentials are configured, else offline; the key is never printed.
+    ``logger.wandb.mode=auto`` is online when W&B credentials are configured, else offline; the key is never printed.
     """
-    loggers: list[Logger] = [CSVLogger(output_dir, name="csv")]
-    if cfg.logger.wandb:
+    loggers: list[Logger] = [instantiate(cfg.logger.csv, _partial_=True)(save_dir=output_dir)]
+    if cfg.logger.get("wandb"):
         import wandb
 
-        mode = cfg.logger.mode
+        node = cfg.logger.wandb
+        mode = node.mode
         if mode == "auto":
             mode = "online" if wandb.api.api_key else "offline"
         save_dir = Path(cfg.paths.wandb)
         save_dir.mkdir(parents=True, exist_ok=True)
         loggers.append(
-            WandbLogger(
-                project=cfg.logger.project,
-                entity=cfg.logger.entity,
+            instantiate(node, _partial_=True)(
+                mode=mode,
                 name=run_name(cfg.cell, cfg.seed, overrides),
                 group=run_group(cfg.suite, cfg.cell, sweep),
                 job_type=cfg.cell,
                 tags=[cfg.suite, cfg.profile.name, source],
-                mode=mode,
                 save_dir=str(save_dir),
                 id=wandb_run_id(checkpoint_dir),
                 resume="allow",

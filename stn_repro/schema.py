@@ -136,17 +136,33 @@ class Progress:
 
 
 @dataclass
-class Logger:
-    """``logger``: CSV always, W&B on request (:mod:`stn_repro.loggers`)."""
+class CSVLoggerNode:
+    """``logger.csv``: the CSV logger every run writes."""
 
-    csv: bool = True
-    wandb: bool = False
+    _target_: str
+    name: str = "csv"
+
+
+@dataclass
+class WandbLoggerNode:
+    """``logger.wandb`` (``logger=wandb``): the W&B logger; ``mode: auto`` is online with credentials, else offline."""
+
+    _target_: str
     project: str = "stn-repro"
     entity: str | None = None
     mode: str = "auto"
 
     def __post_init__(self) -> None:
-        _choice("logger.mode", self.mode, WANDB_MODES)
+        _choice("logger.wandb.mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class Logger:
+    """``logger``: the run's Lightning loggers by ``_target_`` (:mod:`stn_repro.loggers`): CSV always, W&B with
+    ``logger=wandb``."""
+
+    csv: CSVLoggerNode
+    wandb: WandbLoggerNode | None = None
 
 
 SCHEMAS: dict[str, type] = {

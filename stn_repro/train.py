@@ -369,7 +369,7 @@ def _existing_record(runs_root: Path, cfg: DictConfig, digest: str) -> RunRecord
 
 
 def _finish_wandb(cfg: DictConfig) -> None:
-    if cfg.logger.wandb:
+    if cfg.logger.get("wandb"):
         import wandb
 
         wandb.finish()

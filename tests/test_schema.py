@@ -33,7 +33,10 @@ def test_every_experiment_at_both_profiles_fits_the_schemas(suite):
         (["fast.compile=yes"], "fast.compile='yes' is invalid; expected true or false"),
         (["fast.compile_mode=fast"], "fast.compile_mode='fast' is invalid"),
         (["progress.every=0"], "progress.every=0 is invalid; expected an integer >= 1"),
-        (["logger=wandb", "logger.mode=cloud"], "logger.mode='cloud' is invalid; expected one of auto, online"),
+        (
+            ["logger=wandb", "logger.wandb.mode=cloud"],
+            "logger.wandb.mode='cloud' is invalid; expected one of auto, online",
+        ),
     ],
 )
 def test_a_value_that_does_not_fit_stops_with_one_line_naming_its_key(overrides, message):
