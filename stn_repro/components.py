@@ -104,13 +104,20 @@ def is_own(cfg: DictConfig, node: str) -> bool:
 
 
 def check_targets(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` unless the ``data``, ``model`` and ``system`` nodes each name a class that
-    exists (nothing is built)."""
-    for name in ("data", "model", "system"):
+    """Raise :class:`ConfigError` unless the ``data``, ``model``, ``system`` and ``trainer`` nodes and each logger
+    node each name a class that exists (nothing is built)."""
+    loggers = [f"logger.{key}" for key, node in (cfg.get("logger") or {}).items() if OmegaConf.is_dict(node)]
+    for name in ("data", "model", "system", "trainer", *loggers):
         node = OmegaConf.select(cfg, name)
         if not OmegaConf.is_dict(node):
             raise ConfigError(f"config error: {name}={node!r} is invalid; expected a node with a _target_")
         _locate(OmegaConf.to_container(node, resolve=True), name)
+
+
+def build(node: DictConfig, name: str, /, **kwargs: Any) -> Any:
+    """The class ``node`` (found at ``name``, e.g. ``trainer``) names, called with its keys and ``kwargs`` (the
+    run's own arguments); a node that does not build ends in one :class:`ConfigError` line naming it."""
+    return _build(node, name, **kwargs)
 
 
 def data_class(cfg: DictConfig) -> type:
@@ -137,7 +144,7 @@ def _locate(node: dict[str, Any], name: str) -> Any:
         raise ConfigError(f"config error: {name}._target_={target} is not found: {one_line(error)}") from None
 
 
-def _build(node: DictConfig, name: str, *args: Any, **kwargs: Any) -> Any:
+def _build(node: DictConfig, name: str, /, *args: Any, **kwargs: Any) -> Any:
     """``node``'s class called with its keys and ``args`` / ``kwargs`` (these reach the constructor as they are:
     Hydra would copy a dataclass or a module into the configuration)."""
     _locate(OmegaConf.to_container(node, resolve=True), name)

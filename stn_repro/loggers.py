@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from stn_repro import components
 from stn_repro.scaling import resume_checkpoint
 
 WANDB_ID_FILE = "wandb_id"
@@ -55,7 +55,7 @@ def make_loggers(
 
     ``logger.wandb.mode=auto`` is online when W&B credentials are configured, else offline; the key is never printed.
     """
-    loggers: list[Logger] = [instantiate(cfg.logger.csv, _partial_=True)(save_dir=output_dir)]
+    loggers: list[Logger] = [components.build(cfg.logger.csv, "logger.csv", save_dir=output_dir)]
     if cfg.logger.get("wandb"):
         import wandb
 
@@ -66,7 +66,9 @@ def make_loggers(
         save_dir = Path(cfg.paths.wandb)
         save_dir.mkdir(parents=True, exist_ok=True)
         loggers.append(
-            instantiate(node, _partial_=True)(
+            components.build(
+                node,
+                "logger.wandb",
                 mode=mode,
                 name=run_name(cfg.cell, cfg.seed, overrides),
                 group=run_group(cfg.suite, cfg.cell, sweep),

@@ -26,7 +26,6 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
@@ -195,7 +194,9 @@ def _trainer(
             "git_revision": identity.revision,
         },
     )
-    trainer = instantiate(cfg.trainer, _partial_=True)(  # the trainer node: where and how (conf/trainer/)
+    trainer = components.build(
+        cfg.trainer,
+        "trainer",  # the trainer node: where and how (conf/trainer/)
         max_steps=cfg.profile.iterations,
         val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations),
         check_val_every_n_epoch=None,

@@ -4,6 +4,7 @@ wrong type, an unknown key, a choice or a range out of bounds ends in one line n
 import pytest
 from omegaconf import OmegaConf
 
+from stn_repro.components import check_targets
 from stn_repro.config import ConfigError
 from stn_repro.identity import CONF_DIR, compose_config, suite_profile_file
 from stn_repro.schema import SCHEMAS, check_groups
@@ -52,3 +53,16 @@ def test_the_schemas_leave_the_composed_tree_as_written():
     check_groups(cfg)
     assert OmegaConf.to_container(cfg, resolve=True) == before and before["optim"]["momentum"] == 0
     assert isinstance(before["optim"]["momentum"], int) and set(SCHEMAS) <= set(before)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        (["trainer._target_=no_such_module.Trainer"], "trainer._target_=no_such_module.Trainer"),
+        (["logger=wandb", "logger.wandb._target_=no_such_module.Log"], "logger.wandb._target_=no_such_module.Log"),
+    ],
+)
+def test_a_trainer_or_logger_node_naming_no_class_stops_before_anything_is_built(overrides, where):
+    with pytest.raises(ConfigError, match=f"{where} is not found: ") as caught:
+        check_targets(compose_config(["experiment=table1/fcn_r", *overrides]))
+    assert "\n" not in str(caught.value)
