@@ -171,18 +171,14 @@ def _pop(tree: dict[str, Any], dotted: str) -> None:
         node.pop(leaf, None)
 
 
-def _mirrors(node: DictConfig, prefix: str = "") -> dict[str, str]:
-    """``{key: source}`` for every key of ``node`` whose value is a plain reference ``${source}`` to another key."""
-    mirrors = {}
-    for key in node:
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        child = node._get_node(key)
-        if OmegaConf.is_interpolation(node, str(key)):
-            if match := re.fullmatch(r"\$\{([\w.]+)\}", str(child._value())):
-                mirrors[dotted] = match.group(1)
-        elif OmegaConf.is_dict(child):
-            mirrors.update(_mirrors(child, dotted))
-    return mirrors
+def _mirrors(cfg: DictConfig) -> dict[str, str]:
+    """``{key: source}`` for every key of ``cfg`` whose value is a plain reference ``${source}`` to another key."""
+    written = _flatten(OmegaConf.to_container(cfg, resolve=False))  # interpolations as written, e.g. "${a.b}"
+    return {
+        key: match.group(1)
+        for key, value in written.items()
+        if isinstance(value, str) and (match := re.fullmatch(r"\$\{([\w.]+)\}", value))
+    }
 
 
 def _follows(key: str, mirror: str, source: str, differ: set[str]) -> bool:

@@ -421,7 +421,7 @@ def launch(arguments: Sequence[str]) -> int:
         exit_on_bad_arguments(arguments)
         main()
     except SystemExit as exit:
-        return exit.code if isinstance(exit.code, int) else 1
+        return 0 if exit.code is None else exit.code if isinstance(exit.code, int) else 1  # sys.exit(): 0
     finally:
         sys.argv = command_line
         GlobalHydra.instance().clear()
