@@ -46,7 +46,7 @@ def data_module(cfg: DictConfig) -> SplitDataModule:
     runtime: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.profile.batch_size}
     if cfg.optim.theta_loss_weight > 0:
         runtime["return_truth"] = True
-    data = _build(cfg.data, "data", **runtime)
+    data = build(cfg.data, "data", **runtime)
     if not isinstance(data, SplitDataModule):
         raise ConfigError(
             f"config error: data._target_={cfg.data._target_} is invalid; expected a data module (a subclass of "
@@ -65,7 +65,7 @@ def model(cfg: DictConfig, data: SplitDataModule) -> nn.Module:
     target = _locate(node, "model")
     if not _takes(target, "kind"):
         node.pop("kind", None)
-    built = _build(OmegaConf.create(node), "model", **data.model_inputs())
+    built = build(OmegaConf.create(node), "model", **data.model_inputs())
     if not isinstance(built, nn.Module):
         raise ConfigError(
             f"config error: model._target_={node['_target_']} is invalid; expected a torch.nn.Module class"
@@ -75,7 +75,7 @@ def model(cfg: DictConfig, data: SplitDataModule) -> nn.Module:
 
 def system(cfg: DictConfig, model: nn.Module, data: SplitDataModule, figures_dir: Path | None) -> pl.LightningModule:
     """The Lightning system of ``cfg.system`` training ``model`` on ``data``; figures go to ``figures_dir``."""
-    return _build(cfg.system, "system", model, **system_settings(cfg), figures_dir=figures_dir, **data.system_inputs())
+    return build(cfg.system, "system", model, **system_settings(cfg), figures_dir=figures_dir, **data.system_inputs())
 
 
 def system_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -114,12 +114,6 @@ def check_targets(cfg: DictConfig) -> None:
         _locate(OmegaConf.to_container(node, resolve=True), name)
 
 
-def build(node: DictConfig, name: str, /, **kwargs: Any) -> Any:
-    """The class ``node`` (found at ``name``, e.g. ``trainer``) names, called with its keys and ``kwargs`` (the
-    run's own arguments); a node that does not build ends in one :class:`ConfigError` line naming it."""
-    return _build(node, name, **kwargs)
-
-
 def data_class(cfg: DictConfig) -> type:
     """The class ``cfg.data._target_`` names (its ``task`` picks the checks and deviation notes)."""
     return _locate(OmegaConf.to_container(cfg.data, resolve=True), "data")
@@ -144,9 +138,10 @@ def _locate(node: dict[str, Any], name: str) -> Any:
         raise ConfigError(f"config error: {name}._target_={target} is not found: {one_line(error)}") from None
 
 
-def _build(node: DictConfig, name: str, /, *args: Any, **kwargs: Any) -> Any:
-    """``node``'s class called with its keys and ``args`` / ``kwargs`` (these reach the constructor as they are:
-    Hydra would copy a dataclass or a module into the configuration)."""
+def build(node: DictConfig, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """The class ``node`` (found at ``name``, e.g. ``trainer``) names, called with its keys and the run's own
+    ``args`` / ``kwargs``, which reach the constructor as they are (Hydra would copy a dataclass or a module into the
+    configuration); a node that does not build ends in one :class:`ConfigError` line naming it."""
     _locate(OmegaConf.to_container(node, resolve=True), name)
     try:
         return instantiate(node, _partial_=True, _convert_="all")(*args, **kwargs)
