@@ -17,6 +17,7 @@ A node that does not build (an unknown class, a wrong argument, a value its cons
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from stn_repro.config import ConfigError
 from stn_repro.data.base import SplitDataModule
 from stn_repro.data.errors import DataError
 from stn_repro.models.cub import PretrainedWeightsError
+from stn_repro.systems.optimisation import optimizer_factory, step_schedule
 
 #: The package's own classes and builders: a ``_target_`` outside it is a class of your own (README).
 PACKAGE = "stn_repro."
@@ -79,18 +81,15 @@ def system(cfg: DictConfig, model: nn.Module, data: SplitDataModule, figures_dir
 
 
 def system_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The optimiser, learning-rate schedule and θ-loss settings of ``cfg.optim`` and ``cfg.profile``, as the
-    arguments of :class:`~stn_repro.systems.ClassificationSystem`."""
+    """The optimiser and learning-rate schedule of ``cfg.optim`` and ``cfg.profile`` as the factories a system
+    calls (:mod:`stn_repro.systems.optimisation`), and the localisation rate and θ-loss settings, as the arguments
+    of :class:`~stn_repro.systems.ClassificationSystem`."""
     o, p = cfg.optim, cfg.profile
+    milestones = list(p.lr_milestones) if p.get("lr_milestones") else None
     return {
-        "optimizer": o.name,
-        "lr": o.lr,
-        "momentum": o.momentum,
-        "weight_decay": o.weight_decay,
+        "optimizer": optimizer_factory(o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+        "scheduler": partial(step_schedule, every=p.lr_step_every, gamma=p.lr_gamma, milestones=milestones),
         "loc_lr_mult": o.loc_lr_mult,
-        "lr_step_every": p.lr_step_every,
-        "lr_gamma": p.lr_gamma,
-        "lr_milestones": list(p.lr_milestones) if p.get("lr_milestones") else None,
         "theta_loss_weight": o.theta_loss_weight,
         "theta_target": o.theta_target,
         "theta_target_noise": o.theta_target_noise,

@@ -18,7 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from stn_repro.config import ConfigError, check
 from stn_repro.fast import COMPILE_MODES
-from stn_repro.systems.classification import OPTIMIZERS, THETA_TARGETS
+from stn_repro.systems.classification import THETA_TARGETS
+from stn_repro.systems.optimisation import OPTIMIZERS
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling

@@ -18,6 +18,7 @@ from stn_repro.results.stats import unpack_outcomes
 from stn_repro.results.tables import build_tables
 from stn_repro.systems import ClassificationSystem
 from stn_repro.systems.digits import DigitSequenceSystem
+from stn_repro.systems.optimisation import optimizer_factory
 from stn_repro.tasks import sequences
 from stn_repro.train import run
 from stn_repro.transformers import get_family, sample
@@ -117,7 +118,7 @@ def test_the_rnn_spn_emits_one_theta_per_step_and_classifies_the_glimpses_they_p
 
 def test_the_localisation_parameter_group_holds_the_recurrent_net_and_the_optimiser_can_be_rmsprop_or_adam():
     model = _rnn_spn()
-    system = ClassificationSystem(model, lr=0.1, loc_lr_mult=0.5, optimizer="rmsprop")
+    system = ClassificationSystem(model, optimizer_factory("rmsprop", lr=0.1), loc_lr_mult=0.5)
     optimiser = system.configure_optimizers()["optimizer"]
     assert isinstance(optimiser, torch.optim.RMSprop)
     other, localisation = optimiser.param_groups
@@ -125,10 +126,11 @@ def test_the_localisation_parameter_group_holds_the_recurrent_net_and_the_optimi
     gru = set(map(id, model.transformers.localisation.gru.parameters()))
     assert gru <= set(map(id, localisation["params"])) and not gru & set(map(id, other["params"]))
     assert isinstance(ClassificationSystem(model).configure_optimizers()["optimizer"], torch.optim.SGD)
-    adam = ClassificationSystem(model, lr=0.1, loc_lr_mult=0.5, optimizer="adam").configure_optimizers()["optimizer"]
+    adam = ClassificationSystem(model, optimizer_factory("adam", lr=0.1), loc_lr_mult=0.5)
+    adam = adam.configure_optimizers()["optimizer"]
     assert isinstance(adam, torch.optim.Adam) and [g["lr"] for g in adam.param_groups] == pytest.approx([0.1, 0.05])
     with pytest.raises(ValueError, match="optimizer"):
-        ClassificationSystem(model, optimizer="adamw")
+        optimizer_factory("adamw")
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -1,12 +1,10 @@
 """Image classification with optional spatial transformers (Table 1, cluttered MNIST, CUB), and the base of the
-other systems: SGD with a localisation learning-rate multiplier, a step schedule, divergence checks, θ statistics
-and input/transformed image grids."""
+other systems: the optimiser and schedule they are given (:mod:`stn_repro.systems.optimisation`) with a
+localisation learning-rate multiplier, divergence checks, θ statistics and input/transformed image grids."""
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,16 @@ import torchmetrics
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from stn_repro.systems.optimisation import (
+    OptimizerFactory,
+    SchedulerFactory,
+    optimizer_factory,
+    scale_group_rate,
+    step_schedule,
+)
 from stn_repro.transformers import SpatialTransformer, TransformFamily, split_localisation_parameters
 from stn_repro.transformers.families import MatrixFamily
 from stn_repro.transformers.grids import rotation_angle
-
-OPTIMIZERS = ("sgd", "rmsprop", "adam")
 
 
 def theta_statistics(theta: Tensor, family: TransformFamily) -> dict[str, Tensor]:
@@ -54,14 +57,11 @@ class ClassificationSystem(pl.LightningModule):
     Args:
         model: any classifier ``(B, C, H, W) → (B, num_classes)``. Every :class:`SpatialTransformer` inside gets
             θ statistics; a transformer on the input (``model.transformer``) also gets input/transformed grids.
-        lr: base learning rate.
-        momentum, weight_decay: optimiser settings (paper: SGD with 0 and 0).
-        optimizer: ``"sgd"`` (the paper's), ``"rmsprop"`` (Sønderby et al.'s; Lasagne's smoothing 0.9, eps 1e-6) or
-            ``"adam"`` (torch defaults; ``momentum`` is not used).
+        optimizer: ``parameter groups → optimiser`` at the base rate (default: the paper's SGD, lr 0.01, no
+            momentum, no weight decay; :func:`~stn_repro.systems.optimisation.optimizer_factory`).
+        scheduler: ``optimiser → schedule``, stepped every iteration (default: the paper's ×0.1 every 50k;
+            :func:`~stn_repro.systems.optimisation.step_schedule`).
         loc_lr_mult: learning-rate multiplier of the localisation nets (paper: 1 on MNIST, 0.1 on SVHN).
-        lr_step_every: multiply the learning rate by ``lr_gamma`` every this many iterations (paper: 50k).
-        lr_gamma: the step factor (paper: 0.1).
-        lr_milestones: iterations at which to multiply by ``lr_gamma``, instead of every ``lr_step_every`` (CUB).
         figures_dir: where a subclass writes its figures (``None``: nowhere).
         theta_loss_weight: weight of an auxiliary loss pulling the input transformer's θ towards the true inverse of
             the distortion (supervised transformer training; 0: off, the paper's unsupervised setting). Needs
@@ -78,31 +78,19 @@ class ClassificationSystem(pl.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        lr: float = 0.01,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
         loc_lr_mult: float = 1.0,
-        lr_step_every: int = 50_000,
-        lr_gamma: float = 0.1,
-        lr_milestones: Sequence[int] | None = None,
         figures_dir: str | Path | None = None,
-        optimizer: str = "sgd",
         theta_loss_weight: float = 0.0,
         theta_target: str = "full",
         theta_target_noise: float = 0.0,
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-        self.optimizer = optimizer
         self.model = model
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
+        self.optimizer_factory = optimizer if optimizer is not None else optimizer_factory()
+        self.scheduler_factory = scheduler if scheduler is not None else step_schedule
         self.loc_lr_mult = loc_lr_mult
-        self.lr_step_every = lr_step_every
-        self.lr_gamma = lr_gamma
-        self.lr_milestones = sorted(lr_milestones) if lr_milestones else None
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
         if theta_target not in THETA_TARGETS:
             raise ValueError(f"theta_target must be one of {', '.join(THETA_TARGETS)}, got {theta_target!r}")
@@ -208,28 +196,17 @@ class ClassificationSystem(pl.LightningModule):
 
     def configure_optimizers(self):
         localisation, other = split_localisation_parameters(self.model)
-        groups = [{"params": other, "lr": self.lr}]
-        if localisation:
-            groups.append({"params": localisation, "lr": self.lr * self.loc_lr_mult})
-        optimiser = self.make_optimiser(groups)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.lr_factor)
+        groups = [{"params": other}] + ([{"params": localisation}] if localisation else [])
+        return self.optimisation(groups, localisation_groups=[1] if localisation else [])
+
+    def optimisation(self, groups: list[dict[str, Any]], localisation_groups: list[int]) -> dict[str, Any]:
+        """Lightning's optimiser and per-step schedule over parameter ``groups``; the groups at the indices
+        ``localisation_groups`` learn at ``loc_lr_mult`` times the base rate."""
+        optimiser = self.optimizer_factory(groups)
+        for index in localisation_groups:
+            scale_group_rate(optimiser, index, self.loc_lr_mult)
+        schedule = self.scheduler_factory(optimiser)
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def make_optimiser(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-        """The configured optimiser (``sgd`` | ``rmsprop`` | ``adam``) over parameter ``groups``."""
-        if self.optimizer == "rmsprop":
-            return torch.optim.RMSprop(
-                groups, lr=self.lr, alpha=0.9, eps=1e-6, momentum=self.momentum, weight_decay=self.weight_decay
-            )
-        if self.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-
-    def lr_factor(self, step: int) -> float:
-        """Learning-rate factor at iteration ``step``: ``lr_gamma`` to the number of steps passed."""
-        if self.lr_milestones is not None:
-            return self.lr_gamma ** bisect.bisect_right(self.lr_milestones, step)
-        return self.lr_gamma ** (step // self.lr_step_every)
 
     # -- transformer diagnostics ---------------------------------------------------------------------------------
 

@@ -232,9 +232,7 @@ class ColocalisationSystem(ClassificationSystem):
 
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]  # the localisation nets only
-        optimiser = self.make_optimiser([{"params": trainable, "lr": self.lr * self.loc_lr_mult}])
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.lr_factor)
-        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return self.optimisation([{"params": trainable}], localisation_groups=[0])
 
 
 def optimisation_figure(canvases: Tensor, trajectory: dict[int, Tensor], path: Path) -> None:
