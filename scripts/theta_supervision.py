@@ -2,11 +2,11 @@
 R and RTS, unsupervised (the paper), supervised towards the true inverse distortion, and weakly supervised (a noisy
 target, or only its rotation angle known); validation error along the same quick schedule.
 
-    python scripts/theta_supervision.py [--variants none optim.theta_loss_weight=1 ...] [--iterations 1000]
+    python scripts/theta_supervision.py [--variants none system.theta_loss_weight=1 ...] [--iterations 1000]
 
 A variant is ``none`` (the paper's setting) or comma-separated overrides, e.g.
-``optim.theta_loss_weight=1,optim.theta_target=rotation`` (weak supervision: only the angle known),
-``optim.theta_loss_weight=1,optim.theta_target_noise=0.2`` (a noisy target) or ``model.theta_to_classifier=true``
+``system.theta_loss_weight=1,system.theta_target=rotation`` (weak supervision: only the angle known),
+``system.theta_loss_weight=1,system.theta_target_noise=0.2`` (a noisy target) or ``model.theta_to_classifier=true``
 (θ fed forward, paper §3.4). Each run is a normal ``stn_repro.train.run`` (same data, seed, model and schedule;
 only those keys differ); the validation error every ``--every`` iterations is read back from the run's CSV log.
 """
@@ -26,9 +26,9 @@ from stn_repro.results.markdown import markdown_table
 from stn_repro.train import git_revision, quiet_lightning, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-W = "optim.theta_loss_weight=1"
-ROTATION = f"{W},optim.theta_target=rotation"
-VARIANTS = ("none", W, f"{W},optim.theta_target_noise=0.2", ROTATION, f"{ROTATION},optim.theta_target_noise=0.3",
+W = "system.theta_loss_weight=1"
+ROTATION = f"{W},system.theta_target=rotation"
+VARIANTS = ("none", W, f"{W},system.theta_target_noise=0.2", ROTATION, f"{ROTATION},system.theta_target_noise=0.3",
             "model.theta_to_classifier=true")  # fmt: skip
 
 

@@ -19,6 +19,20 @@ EXPERIMENTS_DIR = CONF_DIR / "experiment"
 # Hydra's own flags: those followed by a value, and those after which conf/train.yaml is not what composes.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun"}
 _OTHER_CONFIG = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd"}
+#: Keys of configuration layout 2 (older README commands, scripts and notes use them) and where
+#: each went: the ``optim`` node became the system's optimiser partial, its localisation rate and θ-loss keys, and
+#: the trainer's gradient clipping.
+MOVED_KEYS = {
+    "optim.name": "optimizer=<sgd|sgd_momentum|rmsprop|adam> (conf/optimizer/)",
+    "optim.lr": "system.optimizer.lr",
+    "optim.momentum": "system.optimizer.momentum",
+    "optim.weight_decay": "system.optimizer.weight_decay",
+    "optim.loc_lr_mult": "system.loc_lr_mult",
+    "optim.grad_clip": "trainer.gradient_clip_val",
+    "optim.theta_loss_weight": "system.theta_loss_weight",
+    "optim.theta_target": "system.theta_target",
+    "optim.theta_target_noise": "system.theta_target_noise",
+}
 
 
 def known_experiments() -> list[str]:
@@ -39,6 +53,17 @@ def check_experiment_arguments(overrides: Sequence[str]) -> None:
                 close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
                 hint = f"did you mean {' or '.join(close)}?" if close else "see conf/experiment/<suite>/<cell>.yaml"
                 raise ConfigError(f"unknown experiment {name!r}: {hint}")
+
+
+def check_moved_keys(overrides: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` saying where a key of :data:`MOVED_KEYS` went when an override names it."""
+    for override in overrides:
+        key = override.lstrip("+~").partition("=")[0]
+        if key in MOVED_KEYS or key == "optim":
+            where = MOVED_KEYS.get(
+                key, "system.optimizer, system.loc_lr_mult, system.theta_* and trainer.gradient_clip_val"
+            )
+            raise ConfigError(f"{key} is no longer a key: the optim node moved into the system; use {where}")
 
 
 def check_composes(overrides: Sequence[str]) -> None:
@@ -74,6 +99,7 @@ def check_arguments(arguments: Sequence[str]) -> None:
         overrides.append(argument)
     try:
         check_experiment_arguments(overrides)
+        check_moved_keys(overrides)
         check_composes(overrides)
     except HydraException as error:  # an override Hydra cannot parse
         raise ConfigError(one_line(error)) from None

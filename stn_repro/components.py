@@ -3,12 +3,13 @@ built by ``hydra.utils.instantiate`` from its node's ``_target_`` (``data``, ``m
 run-level values the node does not hold.
 
 - **Data** (:func:`data_module`): ``data`` with the run's ``seed`` and the profile's ``batch_size`` (and
-  ``return_truth=True`` when ``optim.theta_loss_weight`` > 0: the true θ feeds that loss).
+  ``return_truth=True`` when ``system.theta_loss_weight`` > 0: the true θ feeds that loss).
 - **Model** (:func:`model`): ``model`` with what the data module tells it (``model_inputs()``: ``in_shape`` and
   ``num_classes`` for the classifiers). ``model.kind`` names the model (cell names, budgets) and is passed only to
   a class whose signature names a ``kind`` argument.
-- **System** (:func:`system`): ``system`` with the model, the optimiser and schedule settings of ``optim`` and
-  ``profile``, the figures folder and what the data module adds (``system_inputs()``).
+- **System** (:func:`system`): ``system`` with the model, the figures folder and what the data module adds
+  (``system_inputs()``); its ``optimizer`` and ``scheduler`` nodes are partials (``conf/optimizer/``,
+  ``conf/scheduler/``) the system calls with its parameter groups and its optimiser.
 
 A node that does not build (an unknown class, a wrong argument, a value its constructor refuses) stops with one
 :class:`~stn_repro.config.ConfigError` line naming the node's ``_target_``.
@@ -17,11 +18,11 @@ A node that does not build (an unknown class, a wrong argument, a value its cons
 from __future__ import annotations
 
 import inspect
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -31,7 +32,6 @@ from stn_repro.config import ConfigError
 from stn_repro.data.base import SplitDataModule
 from stn_repro.data.errors import DataError
 from stn_repro.models.cub import PretrainedWeightsError
-from stn_repro.systems.optimisation import optimizer_factory, step_schedule
 
 #: The package's own classes and builders: a ``_target_`` outside it is a class of your own (README).
 PACKAGE = "stn_repro."
@@ -46,7 +46,7 @@ def data_module(cfg: DictConfig) -> SplitDataModule:
         ConfigError: the node does not build.
     """
     runtime: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.profile.batch_size}
-    if cfg.optim.theta_loss_weight > 0:
+    if OmegaConf.select(cfg, "system.theta_loss_weight", default=0.0) > 0:
         runtime["return_truth"] = True
     data = build(cfg.data, "data", **runtime)
     if not isinstance(data, SplitDataModule):
@@ -77,23 +77,7 @@ def model(cfg: DictConfig, data: SplitDataModule) -> nn.Module:
 
 def system(cfg: DictConfig, model: nn.Module, data: SplitDataModule, figures_dir: Path | None) -> pl.LightningModule:
     """The Lightning system of ``cfg.system`` training ``model`` on ``data``; figures go to ``figures_dir``."""
-    return build(cfg.system, "system", model, **system_settings(cfg), figures_dir=figures_dir, **data.system_inputs())
-
-
-def system_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The optimiser and learning-rate schedule of ``cfg.optim`` and ``cfg.profile`` as the factories a system
-    calls (:mod:`stn_repro.systems.optimisation`), and the localisation rate and θ-loss settings, as the arguments
-    of :class:`~stn_repro.systems.ClassificationSystem`."""
-    o, p = cfg.optim, cfg.profile
-    milestones = list(p.lr_milestones) if p.get("lr_milestones") else None
-    return {
-        "optimizer": optimizer_factory(o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
-        "scheduler": partial(step_schedule, every=p.lr_step_every, gamma=p.lr_gamma, milestones=milestones),
-        "loc_lr_mult": o.loc_lr_mult,
-        "theta_loss_weight": o.theta_loss_weight,
-        "theta_target": o.theta_target,
-        "theta_target_noise": o.theta_target_noise,
-    }
+    return build(cfg.system, "system", model, figures_dir=figures_dir, **data.system_inputs())
 
 
 def is_own(cfg: DictConfig, node: str) -> bool:
@@ -103,14 +87,32 @@ def is_own(cfg: DictConfig, node: str) -> bool:
 
 
 def check_targets(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` unless the ``data``, ``model``, ``system`` and ``trainer`` nodes and each logger
-    node each name a class that exists (nothing is built)."""
+    """Raise :class:`ConfigError` unless the ``data``, ``model``, ``system`` (with its optimiser and scheduler) and
+    ``trainer`` nodes and each logger node each name a class that exists (nothing is built)."""
     loggers = [f"logger.{key}" for key, node in (cfg.get("logger") or {}).items() if OmegaConf.is_dict(node)]
-    for name in ("data", "model", "system", "trainer", *loggers):
+    for name in ("data", "model", "system", "system.optimizer", "system.scheduler", "trainer", *loggers):
         node = OmegaConf.select(cfg, name)
         if not OmegaConf.is_dict(node):
             raise ConfigError(f"config error: {name}={node!r} is invalid; expected a node with a _target_")
         _locate(OmegaConf.to_container(node, resolve=True), name)
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` unless ``system.optimizer`` builds an optimiser over one parameter (a key its
+    class does not take, a value the class refuses)."""
+    node = cfg.system.optimizer
+    try:
+        instantiate(node)([torch.zeros(1, requires_grad=True)])
+    except Exception as error:
+        unknown_key = isinstance(error, TypeError) and "unexpected keyword" in str(error)
+        advice = (
+            "remove a key its class does not take with ~system.optimizer.<key> (e.g. momentum after optimizer=adam)"
+            if unknown_key
+            else "change the value it refuses"
+        )
+        raise ConfigError(
+            f"config error: system.optimizer ({node._target_}) does not build: {one_line(error)}; {advice}"
+        ) from None
 
 
 def data_class(cfg: DictConfig) -> type:

@@ -55,8 +55,6 @@ HASH_EXCLUDED = (
 #: Options added after records existed, with the value that reproduces the older behaviour: at that value a key is
 #: left out of the hash, so the records made before it stay current (any other value is hashed and an override).
 NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "optim.theta_target": "full",
-    "optim.theta_target_noise": 0.0,
     "model.theta_to_classifier": False,
     "trainer.sync_batchnorm": False,  # a key of the DDP trainer files only: off, a DDP run is its cell's run
 }

@@ -4,7 +4,8 @@
 Each W&B run is labelled so that runs can be compared:
 
 - **name**: ``<cell>-seed<k>`` and the run's overrides (where it differs from its cell's reference,
-  :func:`stn_repro.identity.protocol_overrides`), e.g. ``st_cnn_aff_rts-seed0-optim.lr=0.003`` (:func:`run_name`);
+  :func:`stn_repro.identity.protocol_overrides`), e.g. ``st_cnn_aff_rts-seed0-system.optimizer.lr=0.003``
+  (:func:`run_name`);
 - **group**: the Hydra multirun the run is a job of, else its cell (:func:`run_group`); **job type**: the cell, so
   that W&B sorts a sweep's runs by cell; **tags**: suite, profile and data source;
 - **config**: the resolved configuration and the caller's ``extra_config`` (parameter count, hash, git revision);

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from stn_repro import components, train
-from stn_repro.cli import one_line
+from stn_repro.cli import check_moved_keys, one_line
 from stn_repro.config import ConfigError, check_writable
 from stn_repro.console import say
 from stn_repro.data.errors import DataError
@@ -79,6 +79,7 @@ def parse_arguments(argv: list[str]) -> tuple[list[str], str, list[str]]:
             profile = str(values[0])
         else:
             overrides.append(override.input_line)
+    check_moved_keys(overrides)
     for suite in suites:
         if not (CONF_DIR / "suites" / f"{suite}.yaml").exists():
             known = sorted(p.stem for p in (CONF_DIR / "suites").glob("*.yaml"))

@@ -1,11 +1,12 @@
-"""Typed schemas of the configuration groups every run shares (``optim``, ``profile``, ``trainer``, ``fast``,
-``progress``, ``logger``): dataclasses whose types OmegaConf enforces and whose ``__post_init__`` checks the
-choices and ranges. :func:`check_groups` merges each composed group into its schema, so a wrong type, an unknown
-key or a value out of range ends in one :class:`~stn_repro.config.ConfigError` line naming the key.
+"""Typed schemas of the configuration groups every run shares (``profile``, ``trainer``, ``fast``, ``progress``,
+``logger``) and of the keys every ``system`` and ``system.optimizer`` have: dataclasses whose types OmegaConf
+enforces and whose ``__post_init__`` checks the choices and ranges. :func:`check_groups` merges each composed group
+into its schema, so a wrong type, an unknown key or a value out of range ends in one
+:class:`~stn_repro.config.ConfigError` line naming the key.
 
 The schemas check a copy: the composed tree itself is left as written (its values are what a run's configuration
 hash covers, :mod:`stn_repro.identity`). The data, model and system nodes are checked by the constructors they name
-(:mod:`stn_repro.components`), and the checks across groups stay in :mod:`stn_repro.validation`.
+(:mod:`stn_repro.components`), and the checks across groups stay in :mod:`stn_repro.validation).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 from stn_repro.config import ConfigError, check
 from stn_repro.fast import COMPILE_MODES
 from stn_repro.systems.classification import THETA_TARGETS
-from stn_repro.systems.optimisation import OPTIMIZERS
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")  # see stn_repro.scaling
@@ -36,25 +36,40 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 @dataclass
-class Optim:
-    """``optim``: the optimiser of the localisation nets and the classifier, and the optional θ loss."""
+class Optimizer:
+    """``system.optimizer`` (``conf/optimizer/``): a partial of an optimiser class, and the keys every optimiser of
+    the product has (the class's own, such as RMSprop's ``alpha``, are checked by building it:
+    :func:`stn_repro.components.check_optimizer`)."""
 
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.0
+    _target_: str
+    _partial_: bool
+    lr: float
     weight_decay: float = 0.0
+    momentum: float | None = None  # SGD and RMSprop; Adam has none
+
+    def __post_init__(self) -> None:
+        check(self._partial_, "system.optimizer._partial_", self._partial_,
+              "true: the system calls the optimiser with its parameter groups")  # fmt: skip
+        _at_least("system.optimizer.lr", self.lr, 0.0, strict=True)
+        _at_least("system.optimizer.weight_decay", self.weight_decay, 0.0)
+        if self.momentum is not None:
+            _at_least("system.optimizer.momentum", self.momentum, 0.0)
+
+
+@dataclass
+class SystemSettings:
+    """The keys of ``system`` every system of the product takes (:class:`~stn_repro.systems.ClassificationSystem`):
+    the localisation nets' rate and the optional θ loss."""
+
     loc_lr_mult: float = 1.0
-    grad_clip: float = 0.0
     theta_loss_weight: float = 0.0
     theta_target: str = "full"
     theta_target_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("optim.name", self.name, OPTIMIZERS)
-        _at_least("optim.lr", self.lr, 0.0, strict=True)
-        for key in ("momentum", "weight_decay", "loc_lr_mult", "grad_clip", "theta_loss_weight", "theta_target_noise"):
-            _at_least(f"optim.{key}", getattr(self, key), 0.0)
-        _choice("optim.theta_target", self.theta_target, THETA_TARGETS)
+        for key in ("loc_lr_mult", "theta_loss_weight", "theta_target_noise"):
+            _at_least(f"system.{key}", getattr(self, key), 0.0)
+        _choice("system.theta_target", self.theta_target, THETA_TARGETS)
 
 
 @dataclass
@@ -101,6 +116,7 @@ class Trainer:
     precision: str
     num_nodes: int
     sync_batchnorm: bool = False
+    gradient_clip_val: float | None = None  # the gradients' total norm clipped to this (None: off)
 
     def __post_init__(self) -> None:
         _choice("trainer.accelerator", self.accelerator, ACCELERATORS)
@@ -108,6 +124,8 @@ class Trainer:
         _choice("trainer.strategy", self.strategy, STRATEGIES)
         _choice("trainer.precision", self.precision, PRECISIONS)
         check(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
+        if self.gradient_clip_val is not None:
+            _at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0.0, strict=True)
 
 
 @dataclass
@@ -167,7 +185,6 @@ class Logger:
 
 
 SCHEMAS: dict[str, type] = {
-    "optim": Optim,
     "profile": Profile,
     "trainer": Trainer,
     "fast": Fast,
@@ -176,18 +193,28 @@ SCHEMAS: dict[str, type] = {
 }
 
 
+#: Schemas of some keys of a node that holds others too (a system's own keys are its constructor's to check).
+PARTIAL_SCHEMAS: dict[str, type] = {"system": SystemSettings, "system.optimizer": Optimizer}
+
+
 def check_groups(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first group of :data:`SCHEMAS` whose composed values do not fit it."""
+    """Raise :class:`ConfigError` for the first node of :data:`SCHEMAS` whose composed values do not fit it, or of
+    :data:`PARTIAL_SCHEMAS` whose keys of the schema do not."""
     for group, schema in SCHEMAS.items():
         check_node(cfg, group, schema)
+    for key, schema in PARTIAL_SCHEMAS.items():
+        check_node(cfg, key, schema, only_its_keys=True)
 
 
-def check_node(cfg: DictConfig, key: str, schema: type) -> None:
+def check_node(cfg: DictConfig, key: str, schema: type, only_its_keys: bool = False) -> None:
     """Raise :class:`ConfigError` (one line naming the key) unless the node ``cfg.<key>`` fits the dataclass
-    ``schema``: its types, its keys (none unknown, none missing), and the checks of its ``__post_init__``."""
+    ``schema``: its types, its keys (none unknown, none missing), and the checks of its ``__post_init__``. With
+    ``only_its_keys``, the node's other keys are left out of the check."""
     node = OmegaConf.select(cfg, key)
-    check(OmegaConf.is_dict(node), key, node, f"a {key} node (conf/{key}/)")
+    check(OmegaConf.is_dict(node), key, node, f"a {key} node (conf/{key.replace('.', '/')}/)")
     values = OmegaConf.to_container(node, resolve=True)  # interpolations resolve in the whole tree
+    if only_its_keys:
+        values = {name: values[name] for name in (f.name for f in fields(schema)) if name in values}
     for flag in (f.name for f in fields(schema) if f.type in ("bool", bool) and f.name in values):
         value = values[flag]  # OmegaConf would read 1, "yes" or "on" as true: a flag is written true/false
         check(isinstance(value, bool), f"{key}.{flag}", value, "true or false")

@@ -52,11 +52,12 @@ def swept_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def job_suffix(override_dirname: str) -> str:
-    """``-<overrides>`` for a job folder name (``/`` and odd characters replaced, at most 80 characters); ``""``
-    without any. ``override_dirname`` is Hydra's ``key=value,key=value`` of the job's overrides."""
+    """``-<overrides>`` for a job folder name (``/`` and odd characters replaced, at most 160 characters, so the
+    name stays under 255 bytes); ``""`` without any. ``override_dirname`` is Hydra's ``key=value,key=value`` of the
+    job's overrides."""
     kept = swept_overrides([o for o in override_dirname.split(",") if o])
     text = re.sub(r"[^A-Za-z0-9._=+-]", "_", ",".join(kept))
-    return f"-{shorten(text, 80)}" if text else ""
+    return f"-{shorten(text, 160)}" if text else ""
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float | None]:

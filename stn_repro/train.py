@@ -201,7 +201,6 @@ def _trainer(
         val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations),
         check_val_every_n_epoch=None,
         default_root_dir=identity.checkpoints,  # where Lightning's SLURM requeue handler saves hpc_ckpt_<n>.ckpt
-        gradient_clip_val=cfg.optim.grad_clip or None,
         logger=logger,
         callbacks=[
             pl.callbacks.ModelCheckpoint(

@@ -30,7 +30,9 @@ def test_the_paper_profile_is_one_schedule_for_every_model():
     for cell in ("table1/fcn_r", "table1/st_cnn_aff_rts"):
         cfg = compose_config([f"experiment={cell}", "profile=paper"])
         assert _schedule(f"experiment={cell}", "profile=paper") == (150000, 256, 50000, 5000)
-        assert "budgets" not in cfg.profile and not cfg.data.resample_every_epoch and cfg.optim.momentum == 0.0
+        assert (
+            "budgets" not in cfg.profile and not cfg.data.resample_every_epoch and cfg.system.optimizer.momentum == 0.0
+        )
 
 
 def test_an_override_of_the_resolved_key_wins_and_is_the_recorded_override():

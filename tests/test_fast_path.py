@@ -51,8 +51,8 @@ def _config(tmp_path, data_root, *overrides):
                 "profile.param_target=20000",
                 f"fast.log_every={LOG_EVERY}",
                 "fast.channels_last=false",  # every option off (channels-last is on by default)
-                "optim.lr=0.02",
-                "optim.momentum=0.0",
+                "system.optimizer.lr=0.02",
+                "system.optimizer.momentum=0.0",
                 "data.val_size=16",
                 "data.source=bundled",
                 f"paths.data={data_root}",
@@ -136,7 +136,7 @@ def test_a_nan_at_any_step_of_a_window_stops_the_run_as_diverged(tmp_path, data_
     assert record.status == "diverged" and record.metrics is None
     err = capsys.readouterr().err
     assert "training diverged between steps 0 and 9: the mean loss of those steps is nan" in err
-    assert "optim.lr" in err
+    assert "system.optimizer.lr" in err
 
 
 def test_the_sampler_and_its_grid_stay_float32_under_bf16_autocast():

@@ -88,7 +88,7 @@ def _compose(folder: Path, tmp_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=[
             f"hydra.searchpath=[file://{folder}]", "data=stripes", "model=toy", "transformer=none",
-            "profile.iterations=40", "profile.val_every=40", "profile.batch_size=16", "optim.lr=0.1", *paths,
+            "profile.iterations=40", "profile.val_every=40", "profile.batch_size=16", "system.optimizer.lr=0.1", *paths,
             *overrides,
         ])  # fmt: skip
 

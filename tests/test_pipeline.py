@@ -89,7 +89,7 @@ def test_addition_profile_states_its_optimiser_and_localisation_rate(cell):
     validate(cfg)
     notes = mnist.deviations(cfg, {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9})
     assert "optimiser adam, lr 0.001 (paper: plain SGD)" in notes
-    assert not any("momentum" in n for n in notes)  # Adam ignores optim.momentum: no note may claim it
+    assert not any("momentum" in n for n in notes)  # Adam ignores system.optimizer.momentum: no note may claim it
     is_st = cfg.model.kind != "fcn" and cfg.model.kind != "cnn"
     assert ("localisation nets at 0.1x the base learning rate (paper: the base rate)" in notes) == is_st
     iterations = {"cnn": 1500, "st2_fcn": 20000}.get(cfg.model.kind, 16000)  # the suite's compute budgets
@@ -126,7 +126,7 @@ def test_a_finished_run_is_skipped_and_a_changed_config_runs_again(tmp_path, dat
     first = run(cfg, tmp_path / "out")
     assert run(cfg, tmp_path / "out") == first
     assert "done already" in capsys.readouterr().out
-    changed = _tiny("table1/fcn_r", tmp_path, data_root, "optim.lr=0.02")
+    changed = _tiny("table1/fcn_r", tmp_path, data_root, "system.optimizer.lr=0.02")
     checksum = first.data["checksum"]
     assert config_hash(changed, checksum) != config_hash(cfg, checksum)
     assert config_hash(cfg, checksum) != config_hash(cfg, "another source")
@@ -162,7 +162,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, data_root, monk
 
 
 def test_a_diverging_run_is_recorded_as_diverged_never_as_a_number(tmp_path, data_root, capsys):
-    cfg = _tiny("table1/fcn_r", tmp_path, data_root, "optim.lr=1e30", "profile.iterations=20", "profile.val_every=20")
+    cfg = _tiny(
+        "table1/fcn_r", tmp_path, data_root, "system.optimizer.lr=1e30", "profile.iterations=20", "profile.val_every=20"
+    )
     record = run(cfg, tmp_path / "out")
     assert record.status == "diverged" and record.metrics is None
     assert "DIVERGED" in capsys.readouterr().err
@@ -174,7 +176,7 @@ def test_a_diverging_run_is_recorded_as_diverged_never_as_a_number(tmp_path, dat
     "override,key",
     [
         ("model.kind=resnet", "model.kind"),
-        ("optim.lr=-0.1", "optim.lr"),
+        ("system.optimizer.lr=-0.1", "system.optimizer.lr"),
         ("profile.batch_size=0", "profile.batch_size"),
         ("data.source=internet", "data.source"),
         ("transformer=none", "transformer.family"),
@@ -194,13 +196,13 @@ def test_reproduce_rejects_bad_values_before_any_training(tmp_path, capsys):
         [
             "suite=smoke",
             "profile=quick",
-            "optim.lr=-1",
+            "system.optimizer.lr=-1",
             f"paths.runs={tmp_path}/runs",
             f"paths.variants={tmp_path}/runs",
         ]
     )
     err = capsys.readouterr().err
-    assert status == 2 and "optim.lr" in err and "Traceback" not in err
+    assert status == 2 and "system.optimizer.lr" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
     assert reproduce.main(["suite=nope"]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
@@ -283,7 +285,7 @@ def test_supervised_theta_pulls_the_transformer_towards_the_true_inverse(tmp_pat
     from stn_repro.data.distortions import get_distortion
     from stn_repro.transformers import get_family
 
-    cfg = _tiny("table1/st_cnn_aff_rts", tmp_path, data_root, "optim.theta_loss_weight=1.0")
+    cfg = _tiny("table1/st_cnn_aff_rts", tmp_path, data_root, "system.theta_loss_weight=1.0")
     validate(cfg)
     record = run(cfg, tmp_path / "out")
     assert record.status == "finished" and any("supervised" in d for d in record.deviations)
@@ -333,16 +335,16 @@ def test_weak_theta_supervision_knows_only_the_rotation_or_a_noisy_target():
 
 
 def test_a_bad_theta_target_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"optim\.theta_target='rotaton' .*expected one of full, rotation"):
-        validate(_compose("table1/st_cnn_aff_r", "optim.theta_loss_weight=1.0", "optim.theta_target=rotaton"))
-    with pytest.raises(ConfigError, match=r"optim\.theta_target_noise"):
-        validate(_compose("table1/st_cnn_aff_r", "optim.theta_target_noise=-1"))
+    with pytest.raises(ConfigError, match=r"system\.theta_target='rotaton' .*expected one of full, rotation"):
+        validate(_compose("table1/st_cnn_aff_r", "system.theta_loss_weight=1.0", "system.theta_target=rotaton"))
+    with pytest.raises(ConfigError, match=r"system\.theta_target_noise"):
+        validate(_compose("table1/st_cnn_aff_r", "system.theta_target_noise=-1"))
 
 
 @pytest.mark.parametrize("cell", ["table1/st_cnn_tps_e", "table1/cnn_r", "addition/st2_fcn_aff"])
 def test_supervised_theta_needs_one_transformer_of_the_distortions_family(cell):
-    with pytest.raises(ConfigError, match=r"optim\.theta_loss_weight"):
-        validate(_compose(cell, "optim.theta_loss_weight=1.0"))
+    with pytest.raises(ConfigError, match=r"system\.theta_loss_weight"):
+        validate(_compose(cell, "system.theta_loss_weight=1.0"))
 
 
 @pytest.mark.parametrize("kind,in_shape", [("st_fcn", (1, 28, 28)), ("st_cnn", (1, 42, 42))])

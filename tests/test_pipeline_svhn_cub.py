@@ -85,7 +85,7 @@ def test_every_svhn_and_cub_experiment_composes_and_validates(cell):
         ("data.variant=32px", "data.variant"),
         ("model.kind=st_many", "model.kind"),
         ("model.multi_positions=[9]", "model.multi_positions"),
-        ("optim.theta_loss_weight=1.0", "optim.theta_loss_weight"),  # SVHN has no true transform
+        ("system.theta_loss_weight=1.0", "system.theta_loss_weight"),  # SVHN has no true transform
         ("transformer=tps", None),  # allowed: any 2D family
     ],
 )

@@ -2,6 +2,7 @@
 transformers, identity starts, configs, the RMSprop choice, and every cell end to end with its table."""
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,6 @@ from stn_repro.results.stats import unpack_outcomes
 from stn_repro.results.tables import build_tables
 from stn_repro.systems import ClassificationSystem
 from stn_repro.systems.digits import DigitSequenceSystem
-from stn_repro.systems.optimisation import optimizer_factory
 from stn_repro.tasks import sequences
 from stn_repro.train import run
 from stn_repro.transformers import get_family, sample
@@ -118,7 +118,7 @@ def test_the_rnn_spn_emits_one_theta_per_step_and_classifies_the_glimpses_they_p
 
 def test_the_localisation_parameter_group_holds_the_recurrent_net_and_the_optimiser_can_be_rmsprop_or_adam():
     model = _rnn_spn()
-    system = ClassificationSystem(model, optimizer_factory("rmsprop", lr=0.1), loc_lr_mult=0.5)
+    system = ClassificationSystem(model, partial(torch.optim.RMSprop, lr=0.1), loc_lr_mult=0.5)
     optimiser = system.configure_optimizers()["optimizer"]
     assert isinstance(optimiser, torch.optim.RMSprop)
     other, localisation = optimiser.param_groups
@@ -126,11 +126,9 @@ def test_the_localisation_parameter_group_holds_the_recurrent_net_and_the_optimi
     gru = set(map(id, model.transformers.localisation.gru.parameters()))
     assert gru <= set(map(id, localisation["params"])) and not gru & set(map(id, other["params"]))
     assert isinstance(ClassificationSystem(model).configure_optimizers()["optimizer"], torch.optim.SGD)
-    adam = ClassificationSystem(model, optimizer_factory("adam", lr=0.1), loc_lr_mult=0.5)
+    adam = ClassificationSystem(model, partial(torch.optim.Adam, lr=0.1), loc_lr_mult=0.5)
     adam = adam.configure_optimizers()["optimizer"]
     assert isinstance(adam, torch.optim.Adam) and [g["lr"] for g in adam.param_groups] == pytest.approx([0.1, 0.05])
-    with pytest.raises(ValueError, match="optimizer"):
-        optimizer_factory("adamw")
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -138,11 +136,13 @@ def test_every_cell_composes_and_validates_with_both_profiles(cell):
     cfg = _compose(cell)
     validate(cfg)
     assert cfg.paper.table == "recurrent_stn_mnist_sequences" and cfg.profile.name == "quick"
-    assert cfg.data._target_.endswith("DigitSequenceDataModule") and cfg.optim.name == "rmsprop"
+    assert (
+        cfg.data._target_.endswith("DigitSequenceDataModule") and cfg.system.optimizer._target_ == "torch.optim.RMSprop"
+    )
     paper = _compose(cell, "profile=rnn_paper")
     validate(paper)
     assert paper.profile.name == "paper" and list(paper.profile.lr_milestones) == sequences.PAPER_MILESTONES
-    assert (paper.optim.lr, paper.profile.batch_size, paper.optim.grad_clip) == (5e-4, 100, 5.0)
+    assert (paper.system.optimizer.lr, paper.profile.batch_size, paper.trainer.gradient_clip_val) == (5e-4, 100, 5.0)
     notes = sequences.deviations(paper, {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9})
     assert not any(n.startswith(("schedule", "optimiser", "gradient clipping")) for n in notes)
     quick = sequences.deviations(cfg, {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9})
@@ -157,7 +157,7 @@ def test_every_cell_composes_and_validates_with_both_profiles(cell):
         ("rnn_spn/cnn_spn", "model.loc_channels=[]", "model.loc_channels"),
         ("rnn_spn/cnn", "transformer=affine", "transformer.family"),
         ("rnn_spn/rnn_spn", "data.distortion=TC", "data.distortion"),
-        ("rnn_spn/rnn_spn", "optim.name=adamw", "optim.name"),
+        ("rnn_spn/rnn_spn", "system.optimizer.lr=0", "system.optimizer.lr"),
     ],
 )
 def test_bad_values_name_their_key(cell, override, key):

@@ -208,8 +208,8 @@ def test_invalid_records_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="cell"):
         make(cell="../escape")
     with pytest.raises(RecordError, match="a canonical record has no overrides"):
-        make(overrides=["optim.lr=0.1"])
-    assert not make(overrides=["optim.lr=0.1"], canonical=False).canonical
+        make(overrides=["system.optimizer.lr=0.1"])
+    assert not make(overrides=["system.optimizer.lr=0.1"], canonical=False).canonical
     values = make().to_dict()
     del values["params"]
     values["colour"] = "red"
@@ -224,7 +224,10 @@ def test_invalid_records_are_rejected(tmp_path: Path) -> None:
 
 def test_find_record_respects_config_hash(tmp_path: Path) -> None:
     assert find_record(tmp_path, "table1", "cnn_r", 0, H0) is None
-    record, other = make(config_hash=H0), make(config_hash=H1, err=7.0, overrides=["optim.lr=0.1"], canonical=False)
+    record, other = (
+        make(config_hash=H0),
+        make(config_hash=H1, err=7.0, overrides=["system.optimizer.lr=0.1"], canonical=False),
+    )
     write_record(tmp_path, record)
     write_record(tmp_path, other)  # a sweep point of the same cell and seed: beside it, not over it
     assert find_record(tmp_path, "table1", "cnn_r", 0, H0) == record
@@ -427,14 +430,13 @@ def test_tables_rebuild_byte_for_byte_and_only_from_canonical_records(tmp_path: 
     first = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert tables.main(arguments) == 0
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == first
-    write_record(runs, make(seed=5, config_hash=H1, overrides=["optim.lr=0.1"], canonical=False))
+    write_record(runs, make(seed=5, config_hash=H1, overrides=["system.optimizer.lr=0.1"], canonical=False))
     assert tables.main(arguments) == 2
     assert "holds variant records (cnn_r seed 5)" in capsys.readouterr().err
-    variant = build_tables([make(seed=5, config_hash=H1, overrides=["optim.lr=0.1"], canonical=False)], tmp_path / "v")
-    assert (
-        "VARIANT RUNS, NOT THE SUITE'S CANONICAL CELLS** (1 of 1 records differ from their experiment: optim.lr=0.1)"
-        in (variant["markdown"].read_text())
-    )
+    lr = "system.optimizer.lr=0.1"
+    variant = build_tables([make(seed=5, config_hash=H1, overrides=[lr], canonical=False)], tmp_path / "v")
+    heading = f"VARIANT RUNS, NOT THE SUITE'S CANONICAL CELLS** (1 of 1 records differ from their experiment: {lr})"
+    assert heading in variant["markdown"].read_text()
 
 
 def test_a_table_does_not_depend_on_the_order_of_its_records(tmp_path: Path, no_figure: None) -> None:

@@ -34,22 +34,26 @@ def _paths(tmp_path, data_root):
 
 def test_the_readme_sweep_keeps_both_points_and_writes_a_summary(tmp_path, data_root):
     command = [sys.executable, "-m", "stn_repro.train", "-m", "experiment=table1/st_cnn_aff_rts,table1/fcn_r",
-               "optim.lr=0.003,0.01", "profile.iterations=4", "profile.val_every=4", "profile.batch_size=8",
+               "system.optimizer.lr=0.003,0.01", "profile.iterations=4", "profile.val_every=4", "profile.batch_size=8",
                "data.val_size=16", *_paths(tmp_path, data_root)]  # fmt: skip
     # the default sweep folder, multirun/<time>: one folder although the swept experiments could differ in suite
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [r for r in load_records(tmp_path / "variants", "table1") if r.cell == "st_cnn_aff_rts"]
-    # optim.lr=0.01 is the profile's own value: that point differs from its experiment by the schedule alone
-    assert sorted("optim.lr=0.003" in r.overrides for r in records) == [False, True]
+    # system.optimizer.lr=0.01 is the profile's own value: that point differs from its experiment by the schedule alone
+    assert sorted("system.optimizer.lr=0.003" in r.overrides for r in records) == [False, True]
     assert all("profile.iterations=4" in r.overrides for r in records)
     assert len({r.config_hash for r in records}) == 2 and not any(r.canonical for r in records)
     assert not (tmp_path / "runs").exists()  # no canonical record: nothing for the committed tables
     (sweep,) = (tmp_path / "multirun").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert [j.split("-", 2)[2] for j in jobs][0].startswith("seed0-") and "optim.lr=0.003" in jobs[0]
+    assert [j.split("-", 2)[2] for j in jobs][0].startswith("seed0-") and "system.optimizer.lr=0.003" in jobs[0]
     summary = (sweep / "summary.md").read_text()
-    assert "`optim.lr=0.003, " in summary and "`optim.lr=0.01, " in summary and "best val/err" in summary
+    assert (
+        "`system.optimizer.lr=0.003, " in summary
+        and "`system.optimizer.lr=0.01, " in summary
+        and "best val/err" in summary
+    )
     assert (sweep / "summary.csv").read_text().count("\n") == 5  # 2 experiments x 2 learning rates
     assert "Sweep summary" in done.stdout
 
@@ -74,10 +78,13 @@ def test_a_typo_in_the_experiment_exits_non_zero_with_close_matches():
 @pytest.mark.parametrize(
     "arguments,says",
     [
-        (["experiment=table1/fcn_r", "optim.lrr=0.1"], "Could not override 'optim.lrr'"),
-        (["-m", "experiment=table1/fcn_r", "optim.lr=0.1,0.2", "data=rtz"], "Could not find 'data/rtz'"),
+        (["experiment=table1/fcn_r", "system.optimizer.lrr=0.1"], "Could not override 'system.optimizer.lrr'"),
+        (["-m", "experiment=table1/fcn_r", "system.optimizer.lr=0.1,0.2", "data=rtz"], "Could not find 'data/rtz'"),
         (["experiment=table1/fcn_r,table1/fcn_rtz"], "unknown experiment 'table1/fcn_rtz'"),
-        (["optim.lr=["], "no viable alternative"),
+        (["system.optimizer.lr=["], "no viable alternative"),
+        (["optim.lr=0.1"], r"optim\.lr is no longer a key: .*; use system\.optimizer\.lr$"),
+        (["-m", "optim.grad_clip=1,5"], r"optim\.grad_clip is no longer a key: .*; use trainer\.gradient_clip_val$"),
+        (["optim.name=adam"], r"use optimizer=<sgd\|sgd_momentum\|rmsprop\|adam>"),
     ],
 )
 def test_bad_arguments_are_one_line(arguments, says):
@@ -87,12 +94,15 @@ def test_bad_arguments_are_one_line(arguments, says):
 
 
 def test_reproduce_reads_its_arguments_with_hydras_override_parser():
-    suites, profile, rest = reproduce.parse_arguments(["suite=table1,cluttered", "profile=quick", "optim.lr=0.1,0.2"])
-    assert (suites, profile, rest) == (["table1", "cluttered"], "quick", ["optim.lr=0.1,0.2"])
+    suites, profile, rest = reproduce.parse_arguments(
+        ["suite=table1,cluttered", "profile=quick", "system.optimizer.lr=0.1,0.2"]
+    )
+    assert (suites, profile, rest) == (["table1", "cluttered"], "quick", ["system.optimizer.lr=0.1,0.2"])
     for arguments, says in [
         (["suite=tabel1"], "unknown suite 'tabel1'; did you mean table1?"),
         (["profile=quick,paper"], "profile=quick,paper names several profiles"),
         (["suite"], "Error parsing override 'suite'"),
+        (["+optim.theta_loss_weight=1"], r"optim\.theta_loss_weight is no longer a key: .*system\.theta_loss_weight"),
     ]:
         with pytest.raises(ConfigError, match=says) as info:
             reproduce.parse_arguments(arguments)
@@ -109,7 +119,10 @@ def test_canonical_means_the_suites_own_configuration():
     assert protocol_overrides(ddp) == ([], True)
     synced = compose_config(["experiment=table1/fcn_r", "trainer=ddp", "trainer.sync_batchnorm=true"])
     assert protocol_overrides(synced) == (["trainer.sync_batchnorm=true"], False)
-    assert protocol_overrides(compose_config(["experiment=table1/fcn_r", "optim.lr=0.1"])) == (["optim.lr=0.1"], False)
+    assert protocol_overrides(compose_config(["experiment=table1/fcn_r", "system.optimizer.lr=0.1"])) == (
+        ["system.optimizer.lr=0.1"],
+        False,
+    )
     smoke = compose_config(["experiment=table1/fcn_r", "suite=smoke"])
     assert protocol_overrides(smoke, started_from="table1/fcn_r") == (["suite=smoke"], False)
 
@@ -167,10 +180,11 @@ def test_reproduce_checks_that_its_tables_can_be_written_before_training(tmp_pat
 def test_sweep_points_and_their_intervals():
     from stn_repro.sweeps import job_suffix, mean_interval, swept_overrides
 
-    job = ["experiment=a/b", "seed=1", "profile=quick", "profile.iterations=20", "paths.runs=/x", "optim.lr=0.1",
+    lr = "system.optimizer.lr=0.1"
+    job = ["experiment=a/b", "seed=1", "profile=quick", "profile.iterations=20", "paths.runs=/x", lr,
            "progress.total=3", "suite=smoke"]  # fmt: skip
-    assert swept_overrides(job) == ["profile.iterations=20", "optim.lr=0.1"]
-    assert job_suffix("optim.lr=0.1,paths.runs=/tmp/x,seed=0") == "-optim.lr=0.1" and job_suffix("seed=0") == ""
+    assert swept_overrides(job) == ["profile.iterations=20", lr]
+    assert job_suffix(f"{lr},paths.runs=/tmp/x,seed=0") == f"-{lr}" and job_suffix("seed=0") == ""
     mean, half = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 / 3**0.5)  # t(0.975, 2 df) x sd 1 / sqrt(3)
     assert mean_interval([5.0]) == (5.0, None)
@@ -179,7 +193,7 @@ def test_sweep_points_and_their_intervals():
 @pytest.mark.parametrize(
     "override,says",
     [
-        ("optim.lrr=0.1", "Could not override 'optim.lrr'"),
+        ("system.optimizer.lrr=0.1", "Could not override 'system.optimizer.lrr'"),
         ("model=resnet", "Could not find 'model/resnet'"),
         ("trainer=gpu", "no CUDA device is visible"),
     ],

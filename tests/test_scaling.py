@@ -238,8 +238,8 @@ def test_two_ddp_processes_train_like_one_with_the_same_global_batch_and_test_ex
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # W&B offline, in folders of its own
     for name in ("NETRC", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    common = ("profile.iterations=10", "profile.val_every=10", "profile.batch_size=16", "optim.lr=0.1",
-              "optim.momentum=0", "data.val_size=200", "trainer.precision=64-true")  # fmt: skip
+    common = ("profile.iterations=10", "profile.val_every=10", "profile.batch_size=16", "system.optimizer.lr=0.1",
+              "system.optimizer.momentum=0", "data.val_size=200", "trainer.precision=64-true")  # fmt: skip
     single_cfg = _tiny("table1/st_cnn_aff_r", tmp_path / "one", data_root, *common)
     ddp_cfg = _tiny("table1/st_cnn_aff_r", tmp_path / "ddp", data_root, *common, "trainer=ddp_spawn",
                     "trainer.accelerator=cpu", "trainer.devices=2", "logger=wandb")  # fmt: skip

@@ -22,10 +22,10 @@ def test_every_experiment_at_both_profiles_fits_the_schemas(suite):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optim.lr=abc"], "optim.lr: Value 'abc' of type 'str' could not be converted to Float"),
-        (["optim.lr=0"], r"optim.lr=0.0 is invalid; expected a number > 0.0"),
-        (["+optim.lrr=0.1"], "optim.lrr: Key 'lrr' not in 'Optim'"),
-        (["optim.name=lbfgs"], "optim.name='lbfgs' is invalid; expected one of sgd, rmsprop, adam"),
+        (["system.optimizer.lr=abc"], "system.optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
+        (["system.optimizer.lr=0"], r"system.optimizer.lr=0.0 is invalid; expected a number > 0.0"),
+        (["system.theta_target=rot"], "system.theta_target='rot' is invalid; expected one of full, rotation"),
+        (["system.theta_loss_weight=-1"], r"system.theta_loss_weight=-1(\.0)? is invalid; expected a number >= 0"),
         (["profile.iterations=2.5"], "profile.iterations: Value '2.5' of type 'float' could not be converted"),
         (["profile.seeds=[]"], r"profile.seeds=\[\] is invalid"),
         (["profile.image_log_every=-1"], "profile.image_log_every=-1 is invalid; expected an integer >= 0"),
@@ -48,11 +48,12 @@ def test_a_value_that_does_not_fit_stops_with_one_line_naming_its_key(overrides,
 
 def test_the_schemas_leave_the_composed_tree_as_written():
     """The hash covers the tree as composed: checking it must not coerce a value or add a default key."""
-    cfg = compose_config(["experiment=table1/st_cnn_aff_rts", "optim.momentum=0"])
+    cfg = compose_config(["experiment=table1/st_cnn_aff_rts", "system.optimizer.momentum=0"])
     before = OmegaConf.to_container(cfg, resolve=True)
     check_groups(cfg)
-    assert OmegaConf.to_container(cfg, resolve=True) == before and before["optim"]["momentum"] == 0
-    assert isinstance(before["optim"]["momentum"], int) and set(SCHEMAS) <= set(before)
+    optimizer = before["system"]["optimizer"]
+    assert OmegaConf.to_container(cfg, resolve=True) == before and optimizer["momentum"] == 0
+    assert isinstance(optimizer["momentum"], int) and set(SCHEMAS) <= set(before)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def test_a_sweep_job_logs_visible_grids_under_its_override_name_in_the_sweep_gro
     """One job of a Hydra multirun (the CLI, offline W&B): the grids are not constant, the name carries the
     override, the group is the sweep, the config holds parameter count, hash and git revision."""
     command = [
-        sys.executable, "-m", "stn_repro.train", "-m", "experiment=table1/st_cnn_aff_r", "optim.lr=0.003",
+        sys.executable, "-m", "stn_repro.train", "-m", "experiment=table1/st_cnn_aff_r", "system.optimizer.lr=0.003",
         "logger=wandb", "profile.image_log_every=1", *tiny_overrides(tmp_path, data_root),
         f"hydra.sweep.dir={tmp_path / 'lr-sweep'}",
     ]  # fmt: skip
@@ -54,7 +54,7 @@ def test_a_sweep_job_logs_visible_grids_under_its_override_name_in_the_sweep_gro
     record = json.loads(record_file.read_text())
     (wandb_file,) = run_dir.glob("*.wandb")
     blob = wandb_file.read_bytes()
-    assert re.search(rb"st_cnn_aff_r-seed0-[\w.=\-]*optim\.lr=0\.003", blob)
+    assert re.search(rb"st_cnn_aff_r-seed0-[\w.=\-]*system\.optimizer\.lr=0\.003", blob)
     assert b"table1/lr-sweep" in blob
     for key in ("params", "config_hash", "git_revision"):
         assert _config_value(blob, key, record[key]), key
@@ -73,10 +73,10 @@ def test_theta_statistics_reach_the_loggers_at_their_own_interval(tmp_path, data
 
 def test_run_names_carry_the_overrides_and_groups_the_sweep():
     assert run_name("st_cnn_aff_rts", 0, []) == "st_cnn_aff_rts-seed0"
-    assert run_name("st_cnn_aff_rts", 1, ["optim.lr=0.003", "model.channels=[4, 4]"]) == (
-        "st_cnn_aff_rts-seed1-optim.lr=0.003-model.channels=[4,4]"
+    assert run_name("st_cnn_aff_rts", 1, ["system.optimizer.lr=0.003", "model.channels=[4, 4]"]) == (
+        "st_cnn_aff_rts-seed1-system.optimizer.lr=0.003-model.channels=[4,4]"
     )
-    long = [run_name("cnn_r", 0, [f"data.val_size={n}", *["optim.momentum=0.9"] * 20]) for n in (1, 2)]
+    long = [run_name("cnn_r", 0, [f"data.val_size={n}", *["system.optimizer.momentum=0.9"] * 20]) for n in (1, 2)]
     assert all(len(name) == MAX_NAME for name in long) and long[0] != long[1]
     assert run_group("table1", "cnn_r", "multirun/table1/20260101-120000-000001") == "table1/20260101-120000-000001"
     assert run_group("table1", "cnn_r", None) == "table1/cnn_r"

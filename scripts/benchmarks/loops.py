@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from bench_models import synchronize, time_windows
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from benchmarks.idx import write_mnist_folder
@@ -200,7 +201,7 @@ def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: 
     train = data.splits["train"]
     images, labels = float_images(train["images"]).to(device), torch.from_numpy(train["labels"]).to(device)
     apply_fast_options(model, cfg.fast).to(device).train()
-    optimiser = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    optimiser = instantiate(cfg.system.optimizer)(model.parameters())  # the run's own optimiser (a partial)
     generator = torch.Generator().manual_seed(0)
     batch, state = args.batch, {"order": torch.randperm(len(labels), generator=generator).to(device), "next": 0}
 
@@ -233,7 +234,7 @@ def tutorial_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, devi
     dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers)
     model.to(device).train()
-    optimiser = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    optimiser = instantiate(cfg.system.optimizer)(model.parameters())  # the run's own optimiser (a partial)
     null = open(os.devnull, "w")  # noqa: SIM115 (closed below)
 
     def batches():

@@ -18,7 +18,7 @@ from torchvision.utils import make_grid
 from stn_repro.systems.optimisation import (
     OptimizerFactory,
     SchedulerFactory,
-    optimizer_factory,
+    paper_sgd,
     scale_group_rate,
     step_schedule,
 )
@@ -45,6 +45,8 @@ class DivergedError(RuntimeError):
 
 
 THETA_TARGETS = ("full", "rotation")
+#: What a diverged run's error line tells the user to change.
+DIVERGENCE_HINT = "lower system.optimizer.lr or clip the gradients (e.g. trainer.gradient_clip_val=1.0)"
 
 
 class ClassificationSystem(pl.LightningModule):
@@ -58,7 +60,7 @@ class ClassificationSystem(pl.LightningModule):
         model: any classifier ``(B, C, H, W) → (B, num_classes)``. Every :class:`SpatialTransformer` inside gets
             θ statistics; a transformer on the input (``model.transformer``) also gets input/transformed grids.
         optimizer: ``parameter groups → optimiser`` at the base rate (default: the paper's SGD, lr 0.01, no
-            momentum, no weight decay; :func:`~stn_repro.systems.optimisation.optimizer_factory`).
+            momentum, no weight decay; the configuration's ``system.optimizer``, ``conf/optimizer/``).
         scheduler: ``optimiser → schedule``, stepped every iteration (default: the paper's ×0.1 every 50k;
             :func:`~stn_repro.systems.optimisation.step_schedule`).
         loc_lr_mult: learning-rate multiplier of the localisation nets (paper: 1 on MNIST, 0.1 on SVHN).
@@ -88,7 +90,7 @@ class ClassificationSystem(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.model = model
-        self.optimizer_factory = optimizer if optimizer is not None else optimizer_factory()
+        self.optimizer_factory = optimizer if optimizer is not None else paper_sgd
         self.scheduler_factory = scheduler if scheduler is not None else step_schedule
         self.loc_lr_mult = loc_lr_mult
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
@@ -165,8 +167,7 @@ class ClassificationSystem(pl.LightningModule):
         if not torch.isfinite(means["train/loss"]):
             raise DivergedError(
                 f"training diverged between steps {first} and {step - 1}: the mean loss of those steps is "
-                f"{means['train/loss'].item()}; "
-                "lower optim.lr or set optim.grad_clip (e.g. optim.grad_clip=1.0)"
+                f"{means['train/loss'].item()}; {DIVERGENCE_HINT}"
             )
         self.log("train/loss", means.pop("train/loss"), prog_bar=True)
         if means:

@@ -36,7 +36,7 @@ from torchvision.ops import box_iou as pairwise_box_iou
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from stn_repro.models.colocalisation import CROP_SIZE
-from stn_repro.systems.classification import ClassificationSystem, DivergedError
+from stn_repro.systems.classification import DIVERGENCE_HINT, ClassificationSystem, DivergedError
 from stn_repro.transformers import normalized_to_pixel_matrix
 
 IOU_THRESHOLD = 0.5
@@ -192,8 +192,7 @@ class ColocalisationSystem(ClassificationSystem):
         loss, per_sample = self.triplet_loss(batch[0], batch[1])
         if not torch.isfinite(loss):
             raise DivergedError(
-                f"training diverged at step {self.global_step}: the loss is {loss.item()}; "
-                "lower optim.lr or set optim.grad_clip (e.g. optim.grad_clip=1.0)"
+                f"training diverged at step {self.global_step}: the loss is {loss.item()}; {DIVERGENCE_HINT}"
             )
         self._update_candidate_loss(per_sample.detach(), batch[1])
         self.log("train/loss", per_sample.mean(), prog_bar=True)

@@ -1,9 +1,7 @@
-"""The optimisers and the learning-rate schedule a system is given, as factories (``functools.partial``, as Hydra's
-``_partial_: true`` builds them): the system calls ``optimizer(parameter_groups)`` and ``scheduler(optimiser)``.
-
-- :func:`optimizer_factory`: ``sgd`` (the paper's), ``rmsprop`` (Sønderby et al.'s recurrent STN, Lasagne's
-  smoothing 0.9 and ε 1e-6) or ``adam`` (torch's defaults; no momentum).
-- :func:`step_schedule`: the paper's step schedule, as a per-iteration factor of the base rate.
+"""The optimiser and learning-rate schedule a system is given, as factories: the system calls
+``optimizer(parameter_groups)`` and ``scheduler(optimiser)``. The configuration builds them as Hydra partials
+(``_partial_: true``): ``system.optimizer`` from ``conf/optimizer/`` (torch's SGD, RMSprop or Adam) and
+``system.scheduler`` from ``conf/scheduler/step.yaml`` (:func:`step_schedule`, the paper's step schedule).
 """
 
 from __future__ import annotations
@@ -15,26 +13,11 @@ from typing import Any
 
 import torch
 
-OPTIMIZERS = ("sgd", "rmsprop", "adam")
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
-
-def optimizer_factory(
-    name: str = "sgd", lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0
-) -> OptimizerFactory:
-    """``groups → optimiser`` for the optimiser ``name`` (one of :data:`OPTIMIZERS`) at base rate ``lr``.
-
-    Raises:
-        ValueError: ``name`` is not one of :data:`OPTIMIZERS`.
-    """
-    if name == "sgd":
-        return partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return partial(torch.optim.RMSprop, lr=lr, alpha=0.9, eps=1e-6, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return partial(torch.optim.Adam, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+#: The paper's optimiser: SGD at lr 0.01, no momentum, no weight decay (``conf/optimizer/sgd.yaml``).
+paper_sgd: OptimizerFactory = partial(torch.optim.SGD, lr=0.01, momentum=0.0, weight_decay=0.0)
 
 
 def step_schedule(

@@ -52,10 +52,25 @@ def schedule_deviations(cfg: DictConfig, kind: str) -> list[str]:
     return notes
 
 
+def optimiser_name(cfg: DictConfig) -> str:
+    """The optimiser as the deviation notes name it: its class in lower case (``sgd``, ``rmsprop``, ``adam``)."""
+    return str(cfg.system.optimizer._target_).rsplit(".", 1)[-1].lower()
+
+
+def momentum(cfg: DictConfig) -> float:
+    """The optimiser's momentum (0 for one without: Adam)."""
+    return cfg.system.optimizer.get("momentum", 0.0)
+
+
+def theta_loss_weight(cfg: DictConfig) -> float:
+    """``system.theta_loss_weight`` (0 for a system without the θ loss)."""
+    return OmegaConf.select(cfg, "system.theta_loss_weight", default=0.0)
+
+
 def check_no_theta_supervision(cfg: DictConfig) -> None:
-    """Tasks whose data holds no true transform cannot supervise θ (``optim.theta_loss_weight`` must be 0)."""
-    weight = cfg.optim.theta_loss_weight
-    check(not weight, "optim.theta_loss_weight", weight, f"0: the {cfg.data.name} data hold no true transform")
+    """Tasks whose data holds no true transform cannot supervise θ (``system.theta_loss_weight`` must be 0)."""
+    weight = theta_loss_weight(cfg)
+    check(not weight, "system.theta_loss_weight", weight, f"0: the {cfg.data.name} data hold no true transform")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from stn_repro.data.distortions import DIGIT_SIZE
 from stn_repro.data.sources import DIGITS, NUM_CLASSES, SOURCES
 from stn_repro.models.colocalisation import DESCRIPTORS
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import Task, check_no_theta_supervision, options
+from stn_repro.tasks.base import Task, check_no_theta_supervision, momentum, optimiser_name, options
 
 
 @dataclass
@@ -170,13 +170,14 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     if d.canvas != PAPER_CANVAS or d.per_class != PAPER_PER_CLASS:
         notes.append(f"set: {d.per_class} images per class on {d.canvas}px canvases (paper: 100 on 84px)")
     e, sc = m.embedding, m.scale
-    optimiser = f"{cfg.optim.name} lr {cfg.optim.lr * cfg.optim.loc_lr_mult:g}" + (
-        f" momentum {cfg.optim.momentum:g}" if cfg.optim.name != "adam" else ""
+    name = optimiser_name(cfg)
+    optimiser = f"{name} lr {cfg.system.optimizer.lr * cfg.system.loc_lr_mult:g}" + (
+        f" momentum {momentum(cfg):g}" if name != "adam" else ""
     )
     decay = f", x{p.lr_gamma} every {p.lr_step_every:,}" if p.lr_step_every < p.iterations else ""
     notes += [
         f"schedule (not given by the paper): {p.iterations:,} iterations of {p.batch_size // NUM_CLASSES} images per "
-        f"class, {optimiser}{decay}" + (" (paper: SGD)" if cfg.optim.name != "sgd" else ""),
+        f"class, {optimiser}{decay}" + (" (paper: SGD)" if name != "sgd" else ""),
         f"embedding: the Table 1 CNN (width {e.width}) trained {e.iterations} iterations on the training digits "
         f"(the sets' digits included) at random poses: rotation ±{e.rotation:g} deg, size {e.scale[0]:g}-"
         f"{e.scale[1]:g}, shift ±{e.translation:g} (the paper's CNN was trained on Sect. 4.1's distorted digits, "

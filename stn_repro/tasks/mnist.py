@@ -17,7 +17,7 @@ from stn_repro.config import (
 from stn_repro.data.distortions import DISTORTIONS
 from stn_repro.models import MODEL_KINDS, has_transformer
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import DigitData, Task, schedule_deviations
+from stn_repro.tasks.base import DigitData, Task, momentum, optimiser_name, schedule_deviations, theta_loss_weight
 from stn_repro.transformers import FAMILIES
 
 # Distortions whose stored θ (one transform of an invertible family) can supervise a transformer.
@@ -64,13 +64,13 @@ def validate(cfg: DictConfig) -> None:
         check_node(cfg, "model", MatchedClassifierModel)
         check_transformer_family(cfg, has_transformer(str(get_value(cfg, "model.kind"))), sorted(FAMILIES))
     check_positive_int(cfg, "profile.param_target")
-    weight = get_value(cfg, "optim.theta_loss_weight")
+    weight = theta_loss_weight(cfg)
     if weight:
         family, distortion = get_value(cfg, "transformer.family"), get_value(cfg, "data.distortion")
         supervisable = {name: DISTORTIONS[name].family for name in THETA_SUPERVISED_DISTORTIONS}
         check(
             get_value(cfg, "model.kind") in ("st_fcn", "st_cnn") and supervisable.get(distortion) == family,
-            "optim.theta_loss_weight",
+            "system.theta_loss_weight",
             weight,
             "0 unless one transformer of the distortion's own family is trained on R, RTS, P or TC "
             f"(here model.kind={get_value(cfg, 'model.kind')}, transformer.family={family}, "
@@ -94,19 +94,19 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         notes.append(
             f"models sized to ~{cfg.model.param_target:,} parameters (the paper matches counts; 400k is a guess)"
         )
-    o = cfg.optim
-    if o.name != "sgd":
-        notes.append(f"optimiser {o.name}, lr {o.lr:g} (paper: plain SGD)")
-    elif o.momentum:
-        notes.append(f"SGD momentum {o.momentum} (paper: plain SGD)")
-    if o.loc_lr_mult != 1.0 and (is_own(cfg, "model") or has_transformer(cfg.model.kind)):
-        notes.append(f"localisation nets at {o.loc_lr_mult:g}x the base learning rate (paper: the base rate)")
-    if cfg.optim.theta_loss_weight:
-        known = "its rotation angle" if cfg.optim.theta_target == "rotation" else "every parameter"
-        noise = f", target noise σ = {cfg.optim.theta_target_noise:g}" if cfg.optim.theta_target_noise else ""
+    s, name = cfg.system, optimiser_name(cfg)
+    if name != "sgd":
+        notes.append(f"optimiser {name}, lr {s.optimizer.lr:g} (paper: plain SGD)")
+    elif momentum(cfg):
+        notes.append(f"SGD momentum {momentum(cfg)} (paper: plain SGD)")
+    if s.loc_lr_mult != 1.0 and (is_own(cfg, "model") or has_transformer(cfg.model.kind)):
+        notes.append(f"localisation nets at {s.loc_lr_mult:g}x the base learning rate (paper: the base rate)")
+    if s.theta_loss_weight:
+        known = "its rotation angle" if s.theta_target == "rotation" else "every parameter"
+        noise = f", target noise σ = {s.theta_target_noise:g}" if s.theta_target_noise else ""
         notes.append(
             f"transformer supervised: θ pulled towards the true inverse distortion ({known}{noise}), weight "
-            f"{cfg.optim.theta_loss_weight} (the paper trains it without supervision)"
+            f"{s.theta_loss_weight} (the paper trains it without supervision)"
         )
     if cfg.model.get("theta_to_classifier"):
         notes.append("θ fed forward to the classifier's output layer (paper §3.4 mentions it; Table 1 does not use it)")

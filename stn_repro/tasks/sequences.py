@@ -23,7 +23,7 @@ from stn_repro.config import (
 )
 from stn_repro.models.recurrent import SEQ_MODEL_KINDS, classifier_output_size
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import DigitData, Task, check_no_theta_supervision
+from stn_repro.tasks.base import DigitData, Task, check_no_theta_supervision, momentum, optimiser_name
 from stn_repro.transformers import FAMILIES
 
 PAPER_ITERATIONS = 180_000  # 300 epochs x 600 iterations (60,000 sequences at batch 100) [code]
@@ -108,13 +108,14 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
             f"(authors: {PAPER_SCHEDULE})"
         )
     notes.append("the model after the last iteration is tested (authors: early stopping on validation accuracy)")
-    o = cfg.optim
-    if o.name != "rmsprop" or o.lr != PAPER_LR or o.momentum:
-        notes.append(f"optimiser {o.name}, lr {o.lr}, momentum {o.momentum} (paper: RMSprop, lr 5e-4)")
-    if o.loc_lr_mult != 1.0 and cfg.model.kind != "cnn":
-        notes.append(f"localisation nets at {o.loc_lr_mult:g}x the base learning rate (authors: not stated; ours)")
-    if o.grad_clip != PAPER_GRAD_CLIP:
-        notes.append(f"gradient clipping to a total norm of {o.grad_clip or 'none'} (authors' code: 5)")
+    name, lr, loc_lr_mult = optimiser_name(cfg), cfg.system.optimizer.lr, cfg.system.loc_lr_mult
+    if name != "rmsprop" or lr != PAPER_LR or momentum(cfg):
+        notes.append(f"optimiser {name}, lr {lr}, momentum {momentum(cfg)} (paper: RMSprop, lr 5e-4)")
+    if loc_lr_mult != 1.0 and cfg.model.kind != "cnn":
+        notes.append(f"localisation nets at {loc_lr_mult:g}x the base learning rate (authors: not stated; ours)")
+    clip = cfg.trainer.get("gradient_clip_val") or 0.0
+    if clip != PAPER_GRAD_CLIP:
+        notes.append(f"gradient clipping to a total norm of {clip or 'none'} (authors' code: 5)")
     if cfg.model.kind == "rnn_spn":
         notes.append("no element-wise gradient clipping to [-1, 1] (the authors' RNN-SPN code clips before the norm)")
     channels, paper_channels = list(cfg.model.channels), PAPER_CHANNELS[cfg.model.kind]

@@ -14,7 +14,7 @@ from stn_repro.config import (
 )
 from stn_repro.models.svhn import SVHN_MODEL_KINDS
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import Task, check_no_theta_supervision, schedule_deviations
+from stn_repro.tasks.base import Task, check_no_theta_supervision, momentum, schedule_deviations
 from stn_repro.transformers import FAMILIES
 
 SVHN_VARIANTS = ("64px", "128px")
@@ -89,8 +89,8 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     notes.append("3 fully connected layers of 3,072 (Goodfellow's locally connected layer replaced by a dense one)")
     if cfg.data.variant == "128px":
         notes.append("128px set: box union expanded x2 then 110 px crops (the paper's 'looser crop' is not given)")
-    if cfg.optim.momentum:
-        notes.append(f"SGD momentum {cfg.optim.momentum} (the paper does not say)")
+    if momentum(cfg):
+        notes.append(f"SGD momentum {momentum(cfg)} (the paper does not say)")
     return notes
 
 

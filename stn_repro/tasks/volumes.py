@@ -23,7 +23,7 @@ from stn_repro.data.distortions import DIGIT_SIZE
 from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models.volumes import VOLUME_MODEL_KINDS, depth_projection_scale
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import Task
+from stn_repro.tasks.base import Task, momentum, theta_loss_weight
 
 
 def projection_scale(cfg: DictConfig) -> float:
@@ -144,10 +144,10 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
         )
     if d.resample_every_epoch:
         notes.append("training poses re-drawn every epoch")
-    if cfg.optim.momentum:
-        notes.append(f"SGD momentum {cfg.optim.momentum} (the paper does not say)")
-    if cfg.optim.theta_loss_weight:
-        notes.append(f"θ supervised towards the true pose (weight {cfg.optim.theta_loss_weight}; paper: unsupervised)")
+    if momentum(cfg):
+        notes.append(f"SGD momentum {momentum(cfg)} (the paper does not say)")
+    if theta_loss_weight(cfg):
+        notes.append(f"θ supervised towards the true pose (weight {theta_loss_weight(cfg)}; paper: unsupervised)")
     return notes
 
 
