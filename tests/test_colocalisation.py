@@ -234,6 +234,18 @@ def test_embedding_cnn_is_cached_and_a_corrupt_file_is_rebuilt(tmp_path):
     )
 
 
+def test_a_cache_hit_and_a_miss_leave_the_global_rng_alike(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    labels = np.arange(20) % 10
+    after = []
+    for _ in ("miss", "hit"):  # the models built after the embedding net start from the same random draws
+        torch.manual_seed(7)
+        load_or_train_embedding_cnn(tmp_path, "abc", images, labels, TINY_EMBEDDING, lambda line: None)
+        after.append(torch.rand(4))
+    torch.manual_seed(7)
+    assert torch.equal(after[0], after[1]) and torch.equal(after[0], torch.rand(4))
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_config_composes_and_validates(cell):
     for profile in ("coloc_quick", "coloc_paper"):

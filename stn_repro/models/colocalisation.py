@@ -186,14 +186,16 @@ def load_or_train_embedding_cnn(
     ``descriptor``): from the cache, or trained and cached; the descriptor does not change the weights.
 
     A cache file that cannot be loaded (corrupt, truncated, other architecture) is reported in one log line and
-    replaced; files are written atomically and read with ``torch.load(weights_only=True)``.
+    replaced; files are written atomically and read with ``torch.load(weights_only=True)``. Neither path draws from
+    the global RNG, so the run that trains the net and the runs that load it go on from the same random state.
     """
     settings = {**EMBEDDING_DEFAULTS, **(settings or {})}
     descriptor = settings.pop("descriptor", DEFAULT_DESCRIPTOR)
     path = embedding_cache_path(root, source_checksum, settings)
     if path.exists():
         try:
-            net = EmbeddingCNN(settings["width"], descriptor)
+            with torch.random.fork_rng(devices=[]):  # as training does: a cache hit leaves the global RNG as a miss
+                net = EmbeddingCNN(settings["width"], descriptor)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             log(f"embedding CNN: cache hit: {path}")
             return net
