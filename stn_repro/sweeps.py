@@ -24,7 +24,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from stn_repro.console import say
+from stn_repro.console import say, show
 from stn_repro.results.markdown import markdown_table
 from stn_repro.results.records import RecordError, RunRecord, read_record
 from stn_repro.utils import atomic_path, shorten
@@ -133,7 +133,7 @@ def write_summary(sweep_dir: Path) -> Path | None:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    say(text)
+    show(text)
     return sweep_dir / "summary.md"
 
 

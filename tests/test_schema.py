@@ -8,6 +8,7 @@ from stn_repro.components import check_targets
 from stn_repro.config import ConfigError
 from stn_repro.identity import CONF_DIR, compose_config, suite_profile_file
 from stn_repro.schema import SCHEMAS, check_groups
+from stn_repro.validation import validate
 
 SUITES = sorted(p.stem for p in (CONF_DIR / "suites").glob("*.yaml") if p.stem != "smoke")
 
@@ -66,4 +67,23 @@ def test_the_schemas_leave_the_composed_tree_as_written():
 def test_a_trainer_or_logger_node_naming_no_class_stops_before_anything_is_built(overrides, where):
     with pytest.raises(ConfigError, match=f"{where} is not found: ") as caught:
         check_targets(compose_config(["experiment=table1/fcn_r", *overrides]))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "override", "message"),
+    [
+        ("table1/st_cnn_aff_r", "model.localisation.kind=rnn", "model.localisation.kind='rnn' is invalid"),
+        ("table1/st_fcn_aff_r", "model.localisation.hidden=[32,0]", r"model.localisation.hidden=\[32, 0\] is invalid"),
+        ("table1/st_cnn_aff_r", "+model.localisation.hiden=[20]", "model.localisation.hiden: Key 'hiden' not in"),
+        ("table1/st_cnn_aff_r", "model.localisation.kernel_size=x", "model.localisation.kernel_size: Value 'x'"),
+        ("mnist3d/st", "model.localisation.downsample=0", "model.localisation.downsample=0 is invalid"),
+        ("colocalisation/t", "model.localisation.channels=[8,-1]", r"model.localisation.channels=\[8, -1\] is invalid"),
+    ],
+)
+def test_a_localisation_node_is_checked_against_its_kinds_schema(experiment, override, message):
+    suite = experiment.split("/")[0]
+    cfg = compose_config([f"experiment={experiment}", f"profile={suite_profile_file(suite, 'quick')}", override])
+    with pytest.raises(ConfigError, match=message) as caught:
+        validate(cfg)
     assert "\n" not in str(caught.value)

@@ -33,6 +33,49 @@ class Task:
     preflight: Callable[[DictConfig], None] | None = None  # checks beyond the data (e.g. pretrained weights)
 
 
+def _positive_ints(key: str, values: list[int]) -> None:
+    check(all(v >= 1 for v in values), f"model.localisation.{key}", values, "a list of integers >= 1")
+
+
+@dataclass
+class FcLocalisation:
+    """``model.localisation`` of kind ``fc`` (:func:`~stn_repro.transformers.fc_localisation`)."""
+
+    hidden: list[int]
+    kind: str = "fc"
+    downsample: int = 1
+    weight_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive_ints("hidden", self.hidden)
+        check(self.downsample >= 1, "model.localisation.downsample", self.downsample, "an integer >= 1")
+        check(self.weight_std >= 0, "model.localisation.weight_std", self.weight_std, "a number >= 0")
+
+
+@dataclass
+class ConvLocalisation:
+    """``model.localisation`` of kind ``conv`` (:func:`~stn_repro.transformers.conv_localisation`; the 3D and
+    co-localisation nets name no kind: theirs are conv nets)."""
+
+    channels: list[int]
+    kernel_size: int
+    downsample: int
+    hidden: list[int]
+    kind: str = "conv"
+    weight_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("channels", "hidden"):
+            _positive_ints(key, getattr(self, key))
+        for key in ("kernel_size", "downsample"):
+            check(getattr(self, key) >= 1, f"model.localisation.{key}", getattr(self, key), "an integer >= 1")
+        check(self.weight_std >= 0, "model.localisation.weight_std", self.weight_std, "a number >= 0")
+
+
+#: The localisation schemas by ``model.localisation.kind``.
+LOCALISATIONS: dict[str, type] = {"fc": FcLocalisation, "conv": ConvLocalisation}
+
+
 def options(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 

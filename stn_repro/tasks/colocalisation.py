@@ -27,7 +27,7 @@ from stn_repro.data.distortions import DIGIT_SIZE
 from stn_repro.data.sources import DIGITS, NUM_CLASSES, SOURCES
 from stn_repro.models.colocalisation import DESCRIPTORS
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import Task, check_no_theta_supervision, momentum, optimiser_name, options
+from stn_repro.tasks.base import ConvLocalisation, Task, check_no_theta_supervision, momentum, optimiser_name, options
 
 
 @dataclass
@@ -108,22 +108,12 @@ class EmbeddingSettings:
 
 
 @dataclass
-class ColocalisationLocalisation:
-    """``model.localisation``: each transformer's localisation net (conv layers on the max-pooled canvas)."""
-
-    channels: list[int]
-    kernel_size: int
-    downsample: int
-    hidden: list[int]
-
-
-@dataclass
 class ColocalisationModelNode:
     """``model`` of the co-localisation cells (:func:`~stn_repro.models.colocalisation.colocalisation_model`)."""
 
     _target_: str
     kind: str
-    localisation: ColocalisationLocalisation
+    localisation: ConvLocalisation
     scale: AttentionScale
     candidates: int
     init_weight_std: float

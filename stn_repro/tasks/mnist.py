@@ -17,7 +17,15 @@ from stn_repro.config import (
 from stn_repro.data.distortions import DISTORTIONS
 from stn_repro.models import MODEL_KINDS, has_transformer
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import DigitData, Task, momentum, optimiser_name, schedule_deviations, theta_loss_weight
+from stn_repro.tasks.base import (
+    LOCALISATIONS,
+    DigitData,
+    Task,
+    momentum,
+    optimiser_name,
+    schedule_deviations,
+    theta_loss_weight,
+)
 from stn_repro.transformers import FAMILIES
 
 # Distortions whose stored θ (one transform of an invertible family) can supervise a transformer.
@@ -37,7 +45,7 @@ class MatchedClassifierModel:
     fcn_layers: int
     kernel_sizes: list[int]
     theta_to_classifier: bool
-    localisation: Any  # {kind: fc | conv, ...} (stn_repro.models.build checks the kind and its options)
+    localisation: Any  # null or a node of LOCALISATIONS[kind] (OmegaConf types no union of nodes; checked below)
 
     def __post_init__(self) -> None:
         check(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
@@ -53,6 +61,15 @@ class MatchedClassifierModel:
               "true or false; true only for st_fcn / st_cnn")  # fmt: skip
 
 
+def check_localisation(cfg: DictConfig) -> None:
+    """``model.localisation``: null (the paper's net for the model kind) or a node of its kind's schema."""
+    if get_value(cfg, "model.localisation") is None:
+        return
+    kind = get_value(cfg, "model.localisation.kind")
+    check(kind in LOCALISATIONS, "model.localisation.kind", kind, f"one of {', '.join(LOCALISATIONS)}")
+    check_node(cfg, "model.localisation", LOCALISATIONS[kind])
+
+
 def validate(cfg: DictConfig) -> None:
     check_node(cfg, "data", DigitData)
     if is_own(cfg, "model"):
@@ -62,6 +79,7 @@ def validate(cfg: DictConfig) -> None:
         check(isinstance(kind, str) and kind not in MODEL_KINDS, "model.kind", kind, expected)
     else:
         check_node(cfg, "model", MatchedClassifierModel)
+        check_localisation(cfg)
         check_transformer_family(cfg, has_transformer(str(get_value(cfg, "model.kind"))), sorted(FAMILIES))
     check_positive_int(cfg, "profile.param_target")
     weight = theta_loss_weight(cfg)

@@ -23,7 +23,7 @@ from stn_repro.data.distortions import DIGIT_SIZE
 from stn_repro.data.sources import DIGITS, SOURCES
 from stn_repro.models.volumes import VOLUME_MODEL_KINDS, depth_projection_scale
 from stn_repro.schema import check_node
-from stn_repro.tasks.base import Task, momentum, theta_loss_weight
+from stn_repro.tasks.base import ConvLocalisation, Task, momentum, theta_loss_weight
 
 
 def projection_scale(cfg: DictConfig) -> float:
@@ -68,23 +68,6 @@ class VolumeData:
 
 
 @dataclass
-class VolumeLocalisation:
-    """``model.localisation`` of the 3D ST-CNN (:func:`~stn_repro.transformers.conv_localisation` on volumes)."""
-
-    channels: list[int]
-    kernel_size: int
-    downsample: int
-    hidden: list[int]
-
-    def __post_init__(self) -> None:
-        for key in ("kernel_size", "downsample"):
-            check(getattr(self, key) >= 1, f"model.localisation.{key}", getattr(self, key), "an integer >= 1")
-        for key in ("channels", "hidden"):
-            values = getattr(self, key)
-            check(all(v > 0 for v in values), f"model.localisation.{key}", values, "a list of positive integers")
-
-
-@dataclass
 class VolumeModel:
     """``model`` of the 3D cells (:func:`~stn_repro.models.volumes.matched_volume_model`)."""
 
@@ -94,7 +77,7 @@ class VolumeModel:
     out_size: int
     projection_scale: float | None
     kernel_sizes: list[int]
-    localisation: VolumeLocalisation | None = None
+    localisation: ConvLocalisation | None = None
 
     def __post_init__(self) -> None:
         check(self.kind in VOLUME_MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(VOLUME_MODEL_KINDS)}")
