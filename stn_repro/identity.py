@@ -135,11 +135,18 @@ def protocol_overrides(cfg: DictConfig, started_from: str | None = None) -> tupl
     return changed, candidate and not changed
 
 
-def git_revision() -> str:
-    """Short commit of the working tree, ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+#: What a run's result depends on in the checkout: a change to anything else (the records and tables a suite writes
+#: as it goes, the README) does not make the code ``+dirty``.
+CODE_PATHS = ("stn_repro", "conf", "pyproject.toml")
+
+
+def git_revision(root: Path = CONF_DIR.parent) -> str:
+    """Short commit of the checkout at ``root``, ``+dirty`` when a tracked file of :data:`CODE_PATHS` differs from
+    it; ``unknown`` outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True).returncode != 0
+        git = ["git", "-C", str(root)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", *CODE_PATHS], capture_output=True).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty else "")

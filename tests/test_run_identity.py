@@ -11,7 +11,7 @@ import pytest
 from stn_repro import evaluate, reproduce
 from stn_repro.cli import check_arguments
 from stn_repro.config import ConfigError
-from stn_repro.identity import compose_config, config_hash, protocol_overrides, suite_profile_file
+from stn_repro.identity import compose_config, config_hash, git_revision, protocol_overrides, suite_profile_file
 from stn_repro.results.records import load_records
 from stn_repro.train import run
 from tests.test_pipeline import _tiny
@@ -233,3 +233,23 @@ def test_the_committed_canonical_records_are_current(suite):
         profile = suite_profile_file(suite, record.profile)
         cfg = compose_config([f"experiment={suite}/{record.cell}", f"seed={record.seed}", f"profile={profile}"])
         assert config_hash(cfg, record.data["checksum"]) == record.config_hash, record.cell
+
+
+def test_the_revision_is_dirty_only_when_the_code_differs_from_the_commit(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("stn_repro/train.py", "conf/train.yaml", "results/table1.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("v1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "v1")
+    head = git_revision(tmp_path)
+    assert len(head) >= 7 and "+" not in head
+    (tmp_path / "results" / "table1.md").write_text("a suite's own table, rewritten as it goes\n")
+    (tmp_path / "results" / "new.json").write_text("{}")  # a new record
+    assert git_revision(tmp_path) == head
+    (tmp_path / "conf" / "train.yaml").write_text("v2\n")
+    assert git_revision(tmp_path) == f"{head}+dirty"
+    assert git_revision(tmp_path / "nowhere") == "unknown"
