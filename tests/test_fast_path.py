@@ -267,3 +267,27 @@ def test_the_benchmark_harness_writes_its_figures_and_keeps_other_devices(tmp_pa
     assert set(json.loads(saved.read_text())) == {"cpu", "cuda"}
     text = out.read_text()
     assert "## CPU: " in text and "## GPU: A test GPU" in text and "not measured" not in text
+
+
+def test_the_flop_count_is_the_analytic_count_of_a_small_net():
+    """``scripts/bench_flops.py``: 2 FLOPs per multiply-add; the backward pass computes every weight's gradient and
+    the gradient of each layer's input except the first's (the images need none)."""
+    flops_per_image = _bench_module("bench_flops").flops_per_image
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(3, 2, bias=False))
+    train, evaluation = flops_per_image(net, (1, 2, 2), batch=5)
+    forward = 2 * 4 * 3 + 2 * 3 * 2
+    assert evaluation == forward
+    assert train == forward + (2 * 3 * 2 + 2 * 3 * 2) + 2 * 4 * 3  # layer 2: weight + input; layer 1: weight
+
+
+def test_the_flop_report_sums_the_cells_and_derives_the_achieved_rate():
+    bench_flops = _bench_module("bench_flops")
+    plan = _bench_module("benchmarks.plan")
+    cells = {f"{m}_{d}": {"params": 1, "train_flops": 3e6, "eval_flops": 1e6, "flops_per_seed": 1e15, "seeds": 3}
+             for m in plan.MODELS for d in bench_flops.DATASETS}  # fmt: skip
+    bench = {"cpu": {"environment": {"device": "test CPU", "settings": {"batch": 256}}, "framework": {
+        "fcn_rts": {"images_per_s": 1000.0}}, "bare": {"fcn_rts": {"images_per_s": 2000.0}}}}  # fmt: skip
+    text = bench_flops.render(cells, bench, Path("bench.json"))
+    assert "**96 PFLOP** counted" in text  # 32 cells x 3 seeds x 1 PFLOP
+    assert "| BF16 on tensor cores | 989 | 0.03 |" in text  # 96e15 / 989e12 / 3600
+    assert "| fcn_rts | 3.0 | 3.0 | 6.0 | — |" in text  # 1,000 and 2,000 images/s x 3 MFLOP

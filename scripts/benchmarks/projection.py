@@ -8,14 +8,18 @@ from omegaconf import DictConfig
 
 from benchmarks.plan import MODELS, SIZE_OF
 
+VAL_IMAGES = 6_000  # a validation of the paper profile (every val_every steps)
+TEST_IMAGES = 10_000  # the test
+
 
 def projection(figures: dict[str, Any], paper: DictConfig, batch: int) -> dict[str, Any]:
     """Wall time of the ``paper`` profile of Table 1 on the measured device: every cell × seed trains
     ``iterations`` steps at the measured framework seconds per step (of its model at its input size; scaled per
-    image when measured at another batch), validates every ``val_every`` steps on 6,000 images and tests on 10,000 at
-    the measured forward-only rate; plus generating each dataset (train once per seed, test once)."""
+    image when measured at another batch), validates every ``val_every`` steps on :data:`VAL_IMAGES` and tests on
+    :data:`TEST_IMAGES` at the measured forward-only rate; plus generating each dataset (train once per seed,
+    test once)."""
     seeds, iterations = len(paper.seeds), paper.iterations
-    evaluated = iterations // paper.val_every * 6_000 + 10_000
+    evaluated = iterations // paper.val_every * VAL_IMAGES + TEST_IMAGES
     cells, total = {}, 0.0
     for model in MODELS:
         for dataset, size in SIZE_OF.items():
