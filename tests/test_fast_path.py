@@ -2,6 +2,7 @@
 tolerance, all options off is bitwise repeatable, the sampler stays float32 under mixed precision, and the
 once-per-interval divergence check still stops a run whose loss went NaN at any step."""
 
+import copy
 import csv
 import statistics
 from pathlib import Path
@@ -291,3 +292,23 @@ def test_the_flop_report_sums_the_cells_and_derives_the_achieved_rate():
     assert "**96 PFLOP** counted" in text  # 32 cells x 3 seeds x 1 PFLOP
     assert "| BF16 on tensor cores | 989 | 0.03 |" in text  # 96e15 / 989e12 / 3600
     assert "| fcn_rts | 3.0 | 3.0 | 6.0 | — |" in text  # 1,000 and 2,000 images/s x 3 MFLOP
+
+
+def test_seeds_stacked_with_torch_func_take_the_steps_of_the_separate_runs():
+    """``scripts/bench_stacked.py``: the stacked seeds' momentum-SGD steps are the separate models' steps (up to
+    the order in which the batched products add up)."""
+    bench_stacked = _bench_module("bench_stacked")
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+              for _ in range(3)]  # fmt: skip
+    separate = bench_stacked.Separate(models)
+    stacked = bench_stacked.Stacked([copy.deepcopy(m) for m in models])
+    for _ in range(4):
+        images, labels = torch.rand(3, 5, 1, 4, 4), torch.randint(3, (3, 5))
+        separate.step(images, labels)
+        stacked.step(images, labels)
+    expected = bench_stacked.detach_stacked(models)
+    assert set(expected) == set(stacked.params)
+    for name, value in expected.items():
+        torch.testing.assert_close(stacked.params[name], value, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(expected["1.weight"][0], expected["1.weight"][1])  # three different seeds' weights
