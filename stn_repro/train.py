@@ -88,7 +88,8 @@ def run(
     identity = RunIdentity.of(cfg, data, started_from)
     existing = _existing_record(identity.runs_root, cfg, identity.digest)
     identity.announce(cfg, data, job_index, existing)
-    if existing is not None:
+    if existing is not None:  # the sweep's summary reads it as this job's result
+        _point_to(output_dir, record_path(identity.runs_root, cfg.suite, cfg.cell, cfg.seed, identity.digest), identity)
         return existing
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data.prepare_data()
@@ -278,6 +279,12 @@ def _test(
     return tested
 
 
+def _point_to(output_dir: Path, record: Path, identity: RunIdentity) -> None:
+    """``<output_dir>/run.json``: where the run's record and final model are (a sweep's summary reads it)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "run.json").write_text(json.dumps({"record": str(record), "model": str(identity.models)}) + "\n")
+
+
 def _record(
     cfg: DictConfig,
     identity: RunIdentity,
@@ -325,8 +332,7 @@ def _record(
     if path.exists():  # rerun=true: the record it replaces is kept aside
         say(f"  replaced record kept as {archive_record(path, 'replaced')}")
     write_record(identity.runs_root, record)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "run.json").write_text(json.dumps({"record": str(path), "model": str(identity.models)}) + "\n")
+    _point_to(output_dir, path, identity)
     for checkpoint in identity.checkpoints.glob("*.ckpt"):  # the final weights are in `models`
         checkpoint.unlink()
     metrics = tested.metrics

@@ -1,6 +1,7 @@
 """Run identity: sweep points never overwrite each other, canonical vs variant records, forced and corrupt re-runs,
 kept models and their evaluation, one-line argument errors."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -56,6 +57,12 @@ def test_the_readme_sweep_keeps_both_points_and_writes_a_summary(tmp_path, data_
     )
     assert (sweep / "summary.csv").read_text().count("\n") == 5  # 2 experiments x 2 learning rates
     assert "Sweep summary" in done.stdout
+    again = subprocess.run([*command, "hydra.sweep.dir=again"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0 and again.stdout.count("done already (finished), skipping") == 4
+    rows = list(csv.DictReader((tmp_path / "again" / "summary.csv").open()))
+    first = {(r["experiment"], r["point"]): r for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert len(rows) == 4 and all(r == first[(r["experiment"], r["point"])] for r in rows)  # the runs done before
 
     model = next((tmp_path / "models" / "table1" / "st_cnn_aff_rts").iterdir())
     metrics, out = evaluate.evaluate(model)
