@@ -97,21 +97,25 @@ def check_targets(cfg: DictConfig) -> None:
         _locate(OmegaConf.to_container(node, resolve=True), name)
 
 
-def check_optimizer(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` unless ``system.optimizer`` builds an optimiser over one parameter (a key its
-    class does not take, a value the class refuses)."""
-    node = cfg.system.optimizer
+def check_optimisation(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` unless ``system.optimizer`` builds an optimiser over one parameter and
+    ``system.scheduler`` a schedule over that optimiser (a key its class does not take, a value it refuses)."""
+    optimiser = _build_partial(cfg, "optimizer", [torch.zeros(1, requires_grad=True)])
+    _build_partial(cfg, "scheduler", optimiser)
+
+
+def _build_partial(cfg: DictConfig, name: str, argument: Any) -> Any:
+    node = cfg.system[name]
     try:
-        instantiate(node)([torch.zeros(1, requires_grad=True)])
+        return instantiate(node)(argument)
     except Exception as error:
         unknown_key = isinstance(error, TypeError) and "unexpected keyword" in str(error)
-        advice = (
-            "remove a key its class does not take with ~system.optimizer.<key> (e.g. momentum after optimizer=adam)"
-            if unknown_key
-            else "change the value it refuses"
-        )
+        example = " (e.g. momentum after optimizer=adam)" if name == "optimizer" else ""
+        advice = f"remove a key it does not take with ~system.{name}.<key>{example}" if unknown_key else (
+            "change the value it refuses"
+        )  # fmt: skip
         raise ConfigError(
-            f"config error: system.optimizer ({node._target_}) does not build: {one_line(error)}; {advice}"
+            f"config error: system.{name} ({node._target_}) does not build: {one_line(error)}; {advice}"
         ) from None
 
 

@@ -39,7 +39,7 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 class Optimizer:
     """``system.optimizer`` (``conf/optimizer/``): a partial of an optimiser class, and the keys every optimiser of
     the product has (the class's own, such as RMSprop's ``alpha``, are checked by building it:
-    :func:`stn_repro.components.check_optimizer`)."""
+    :func:`stn_repro.components.check_optimisation`)."""
 
     _target_: str
     _partial_: bool

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from stn_repro.callbacks import build_callbacks
-from stn_repro.components import check_optimizer, check_targets, data_module
+from stn_repro.components import check_optimisation, check_targets, data_module
 from stn_repro.config import ConfigError, check, check_positive_int, get_value
 from stn_repro.fast import CUDA_ONLY_COMPILE_MODES
 from stn_repro.results.reference import paper_value
@@ -30,7 +30,7 @@ def validate(cfg: DictConfig) -> None:
     if task is not None:
         task.validate(cfg)
     check_groups(cfg)
-    check_optimizer(cfg)
+    check_optimisation(cfg)
     check_positive_int(cfg, "seed", minimum=0)
     data_module(cfg)  # its constructor checks what is left of its arguments (val_size, ...; nothing is read yet)
     check(isinstance(get_value(cfg, "rerun"), bool), "rerun", get_value(cfg, "rerun"), "true or false")

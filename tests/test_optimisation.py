@@ -83,6 +83,14 @@ def test_the_scheduler_node_follows_the_profile(profile, milestones):
             ["system.optimizer._target_=torch.optim.Lbfgs"],
             r"system\.optimizer\._target_=torch\.optim\.Lbfgs is not found",
         ),
+        (
+            ["system.scheduler.gamma=abc"],
+            r"system\.scheduler \(stn_repro\..*step_schedule\) does not build: .*change the",
+        ),
+        (
+            ["+system.scheduler.warmup=5"],
+            r"unexpected keyword argument 'warmup'; remove a key .*~system\.scheduler\.<key>$",
+        ),
         (["system.loc_lr_mult=-1"], r"system\.loc_lr_mult=-1(\.0)? is invalid; expected a number >= 0"),
         (["trainer.gradient_clip_val=0"], r"trainer\.gradient_clip_val=0(\.0)? is invalid; expected a number > 0"),
     ],
