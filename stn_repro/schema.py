@@ -6,7 +6,7 @@ into its schema, so a wrong type, an unknown key or a value out of range ends in
 
 The schemas check a copy: the composed tree itself is left as written (its values are what a run's configuration
 hash covers, :mod:`stn_repro.identity`). The data, model and system nodes are checked by the constructors they name
-(:mod:`stn_repro.components`), and the checks across groups stay in :mod:`stn_repro.validation).
+(:mod:`stn_repro.components`), and the checks across groups stay in :mod:`stn_repro.validation`.
 """
 
 from __future__ import annotations
