@@ -146,7 +146,10 @@ def test_every_cell_composes_and_validates_with_both_profiles(cell):
     notes = sequences.deviations(paper, {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9})
     assert not any(n.startswith(("schedule", "optimiser", "gradient clipping")) for n in notes)
     quick = sequences.deviations(cfg, {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9})
-    assert any(n.startswith("schedule") for n in quick)
+    assert any(n.startswith("schedule") for n in quick) and not any(n.startswith("RMSprop") for n in quick)
+    smoother = _compose(cell, "system.optimizer.alpha=0.99")
+    notes = sequences.deviations(smoother, {"full_dataset": True, "source": "idx"}, {"train": 9, "val": 0, "test": 9})
+    assert "RMSprop alpha 0.99, eps 1e-06 (authors: Lasagne's 0.9, 1e-6)" in notes
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,10 @@ PAPER_ITERATIONS = 180_000  # 300 epochs x 600 iterations (60,000 sequences at b
 PAPER_BATCH_SIZE = 100
 PAPER_LR = 5e-4
 PAPER_GRAD_CLIP = 5.0  # total gradient norm [code]
+PAPER_RMSPROP = {
+    "alpha": 0.9,
+    "eps": 1e-6,
+}  # Lasagne's rmsprop defaults (rho, epsilon) [code]; conf/optimizer/rmsprop.yaml
 PAPER_MILESTONES = [600 * epoch for epoch in range(32, 300, 12)]  # lr /1.5 from these iterations [code]
 PAPER_LR_GAMMA = 1 / 1.5
 PAPER_CHANNELS = {"cnn": [96, 96, 96], "cnn_spn": [96, 96, 96], "rnn_spn": [32, 32, 32]}  # classifier convs [code]
@@ -111,6 +115,9 @@ def deviations(cfg: DictConfig, meta: dict[str, Any], sizes: dict[str, int]) -> 
     name, lr, loc_lr_mult = optimiser_name(cfg), cfg.system.optimizer.lr, cfg.system.loc_lr_mult
     if name != "rmsprop" or lr != PAPER_LR or momentum(cfg):
         notes.append(f"optimiser {name}, lr {lr}, momentum {momentum(cfg)} (paper: RMSprop, lr 5e-4)")
+    smoothing = {key: cfg.system.optimizer.get(key) for key in PAPER_RMSPROP}
+    if name == "rmsprop" and smoothing != PAPER_RMSPROP:
+        notes.append(f"RMSprop alpha {smoothing['alpha']}, eps {smoothing['eps']} (authors: Lasagne's 0.9, 1e-6)")
     if loc_lr_mult != 1.0 and cfg.model.kind != "cnn":
         notes.append(f"localisation nets at {loc_lr_mult:g}x the base learning rate (authors: not stated; ours)")
     clip = cfg.trainer.get("gradient_clip_val") or 0.0
