@@ -6,7 +6,9 @@ For each Table 1 model on RTS (42×42) at the paper's batch of 256, training ima
 step; after warm-up; median of timed windows) of three loops over the same model, weights and images:
 
 1. **framework**: the real run, ``stn_repro.train.run`` on the composed Hydra config (data module with resident
-   data, Lightning system, CSV logger, checkpoint and step-timer callbacks), timed by a callback;
+   data, Lightning system, CSV logger, checkpoint and step-timer callbacks), timed by a callback; it logs once a
+   window, so ``fast.steps_per_call=auto`` takes a window's optimiser steps per Lightning training step (100 for
+   the fully connected models, as a default run; 4 for the convolutional ones);
 2. **bare**: a plain PyTorch loop over the same model (with the framework's default ``fast`` options, e.g.
    channels-last) on pre-loaded float tensors, batches by index (the practical upper bound of eager PyTorch);
 3. **tutorial**: the PyTorch STN tutorial's loop: ``torchvision.datasets.MNIST`` (the same uint8 images, written as
@@ -14,11 +16,12 @@ step; after warm-up; median of timed windows) of three loops over the same model
    worker processes, ``.to(device)`` per batch, ``nll_loss(log_softmax)``, SGD, ``loss.item()`` printed every 500
    batches (to a null sink); the model as built (NCHW), as users run it today.
 
-The three loops run in turn ``--rounds`` times for each model and each loop's windows are pooled, so that slow
-drifts of the machine's speed hit all three alike.
+The loops run in turn ``--rounds`` times for each model and each loop's windows are pooled, so that slow drifts of
+the machine's speed hit all alike. The framework and the bare loop are also compared at ``--also-batch`` (64).
 
 Then: the fast-path options one at a time on ST-CNN Aff RTS (``fast.*``, ``trainer.precision``), several training
-processes at once against one, the framework path on R (28×28) for every model, the time to generate each dataset
+processes at once against one, three seeds stacked as one model (``torch.func``, ``scripts/bench_stacked.py``)
+against one after another, the framework path on R (28×28) for every model, the time to generate each dataset
 at full size (``scripts/bench_data.py``'s timer), and a projection of the wall time of the ``paper`` profile of
 Table 1 (32 cells × 3 seeds × 150k iterations) on the measured device. Figures go to ``--json`` under the device's
 key (a CPU run keeps the GPU figures and vice versa) and ``--out`` is rendered from every device in it.
@@ -51,16 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=256, help="training batch (paper: 256)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
+    parser.add_argument("--also-batch", type=int, default=64, help="framework vs bare at this batch too (0: not)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (compile happens here; default: one window)")
     parser.add_argument("--windows", type=int, default=3, help="timed windows (the median is reported)")
-    parser.add_argument("--steps", type=int, default=4, help="steps per timed window")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the three loops in turn (windows pooled)")
+    parser.add_argument("--steps", type=int, help="steps per timed window (default: 50 FC models, 4 conv models)")
+    parser.add_argument("--rounds", type=int, help="rounds of the loops in turn, windows pooled (default: 4 FC, 2 conv)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--compare", default="rts", choices=sorted(SIZE_OF), help="dataset of the 3-loop table")
     parser.add_argument("--project", nargs="*", default=["r"], choices=sorted(SIZE_OF),
                         help="datasets timed on the framework path only (for the projection)")  # fmt: skip
     parser.add_argument("--options-cell", default="st_cnn_aff_rts")
     parser.add_argument("--skip-compile", action="store_true", help="leave torch.compile out of the options table")
+    parser.add_argument("--stacked-cells", nargs="*", default=["fcn_rts", "st_fcn_aff_rts"],
+                        help="cells whose 3 seeds are also trained stacked (torch.func) vs one after another")  # fmt: skip
     parser.add_argument("--processes", type=int, default=2, help="concurrent runs compared with one (1: skip)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the tutorial loop")
     parser.add_argument("--n-train", type=int, default=60_000, help="training digits (bundled sample tiled)")
@@ -76,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.warmup, args.windows, args.steps = 32, 1, 2, 2
+        args.batch, args.also_batch, args.warmup, args.windows, args.steps, args.rounds = 32, 16, 2, 2, 2, 1
         args.models, args.n_train, args.n_test, args.val_size = ["fcn", "st_cnn_aff"], 2000, 200, 32
+        args.stacked_cells = ["fcn_rts"]
         args.generate_n = 2000
         args.skip_compile = True
     quiet_lightning()

@@ -129,7 +129,7 @@ class StepProgressBar(TQDMProgressBar):
 
 
 class ProgressLines(pl.Callback):
-    """A line every ``every`` optimiser steps (step i/N, the last logged training loss, the last validation error,
+    """A line after each training step that passes a multiple of ``every`` optimiser steps (step i/N, the last logged training loss, the last validation error,
     images/s, elapsed time and ETA) and one after each validation, from global rank 0. The metrics are read from
     ``trainer.callback_metrics`` at those steps only (one device synchronisation per line)."""
 
@@ -137,14 +137,17 @@ class ProgressLines(pl.Callback):
         self.every = every
         self.batch_size = batch_size  # the global batch: images per optimiser step
         self._start = (0.0, 0)
+        self._lines = 0  # multiples of `every` passed so far
 
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
         self._start = (time.perf_counter(), trainer.global_step)
+        self._lines = trainer.global_step // self.every
 
     def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
-        step = trainer.global_step
-        if not trainer.is_global_zero or step % self.every:
+        step = trainer.global_step  # advances by fast.steps_per_call per training step
+        if not trainer.is_global_zero or step // self.every == self._lines:
             return
+        self._lines = step // self.every
         metrics = trainer.callback_metrics
         parts = [f"loss {float(metrics['train/loss']):.4f}"] if "train/loss" in metrics else []
         if "val/err" in metrics:

@@ -132,13 +132,17 @@ class Trainer:
 class Fast:
     """``fast``: the speed options (:mod:`stn_repro.fast`)."""
 
-    log_every: int = 50
+    log_every: int = 100
     channels_last: bool = True
     compile: bool = False
     compile_mode: str = "default"
+    steps_per_call: Any = "auto"  # "auto" or an integer >= 1 (OmegaConf has no union of str and int)
 
     def __post_init__(self) -> None:
         check(self.log_every >= 1, "fast.log_every", self.log_every, "an integer >= 1")
+        number = isinstance(self.steps_per_call, int) and not isinstance(self.steps_per_call, bool)
+        check(self.steps_per_call == "auto" or (number and self.steps_per_call >= 1), "fast.steps_per_call",
+              self.steps_per_call, "auto or an integer >= 1")  # fmt: skip
         _choice("fast.compile_mode", self.compile_mode, COMPILE_MODES)
 
 

@@ -36,7 +36,7 @@ from stn_repro.config import ConfigError, check_writable
 from stn_repro.console import say
 from stn_repro.data.base import SplitDataModule
 from stn_repro.data.errors import DataError
-from stn_repro.fast import apply_fast_options
+from stn_repro.fast import apply_fast_options, steps_per_call
 from stn_repro.identity import CONF_DIR, config_hash, git_revision, protocol_overrides
 from stn_repro.loggers import make_loggers
 from stn_repro.models import count_parameters
@@ -96,7 +96,11 @@ def run(
     data.setup()
     model = components.model(cfg, data)
     system = components.system(cfg, apply_fast_options(model, cfg.fast), data, output_dir / "figures")
-    trainer, resume_state = _trainer(cfg, identity, data, model, output_dir, sweep, [*side_jobs, *callbacks])
+    steps = steps_per_call(cfg)
+    if steps > 1:
+        system.take_steps_per_call(steps, cfg.trainer.gradient_clip_val)
+        data.train_in_groups(steps, cfg.profile.iterations)
+    trainer, resume_state = _trainer(cfg, identity, data, model, output_dir, sweep, [*side_jobs, *callbacks], steps)
     status = _fit(trainer, system, data, cfg, identity.checkpoints)
     fitted = dict(trainer.callback_metrics)  # testing resets them
     if not trainer.is_global_zero:
@@ -175,9 +179,12 @@ def _trainer(
     output_dir: Path,
     sweep: str | None,
     callbacks: list[pl.Callback],
+    steps_per_call: int = 1,
 ) -> tuple[pl.Trainer, ResumeState]:
     """The Lightning trainer of the run (checkpoints every ``profile.val_every`` steps; a forced re-run starts from
-    step 0) and the callback that carries its wall time across resumed attempts."""
+    step 0) and the callback that carries its wall time across resumed attempts. With ``steps_per_call`` > 1
+    (:func:`~stn_repro.fast.steps_per_call`) the system clips the gradients itself and validation is counted in
+    training steps of that many optimiser steps."""
     if cfg.rerun:
         shutil.rmtree(identity.checkpoints, ignore_errors=True)
     save_config(identity.checkpoints, cfg)
@@ -198,8 +205,9 @@ def _trainer(
     trainer = components.build(
         cfg.trainer,
         "trainer",  # the trainer node: where and how (conf/trainer/)
-        max_steps=cfg.profile.iterations,
-        val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations),
+        max_steps=cfg.profile.iterations,  # optimiser steps, whatever steps_per_call
+        val_check_interval=min(cfg.profile.val_every, cfg.profile.iterations) // steps_per_call,
+        gradient_clip_val=cfg.trainer.gradient_clip_val if steps_per_call == 1 else None,
         check_val_every_n_epoch=None,
         default_root_dir=identity.checkpoints,  # where Lightning's SLURM requeue handler saves hpc_ckpt_<n>.ckpt
         logger=logger,
@@ -382,12 +390,14 @@ def _finish_wandb(cfg: DictConfig) -> None:
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's start-up banners, a known deprecation notice, its epoch-logging hint and its DDP ``sync_dist``
-    hint out of the run's output (training scalars are logged every ``fast.log_every`` steps across epochs: an epoch
-    of 15 batches is fine)."""
+    """Keep Lightning's start-up banners, a known deprecation notice, its epoch-logging hint, its DDP ``sync_dist``
+    hint and its manual-optimisation checkpoint hint out of the run's output (training scalars are logged every
+    ``fast.log_every`` steps across epochs: an epoch of 15 batches is fine)."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    # fast.steps_per_call > 1 (manual optimisation): a checkpoint holds the state after the call's last step, as at 1
+    warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
     # under DDP every process validates on the whole validation set (stn_repro.data.batches): nothing to reduce
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 

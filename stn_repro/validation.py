@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from stn_repro.callbacks import build_callbacks
 from stn_repro.components import check_optimisation, check_targets, data_module
 from stn_repro.config import ConfigError, check, check_positive_int, get_value
-from stn_repro.fast import CUDA_ONLY_COMPILE_MODES
+from stn_repro.fast import CUDA_ONLY_COMPILE_MODES, steps_per_call
 from stn_repro.results.reference import paper_value
 from stn_repro.schema import check_groups
 from stn_repro.tasks import get_task
@@ -71,3 +71,4 @@ def check_fast_path(cfg: DictConfig) -> None:
     mode = get_value(cfg, "fast.compile_mode")
     check(mode not in CUDA_ONLY_COMPILE_MODES or accelerator in ("gpu", "cuda"), "fast.compile_mode", mode,
           f"default or max-autotune on trainer.accelerator={accelerator} ({mode}: CUDA graphs, GPU only)")  # fmt: skip
+    steps_per_call(cfg)

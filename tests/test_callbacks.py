@@ -76,7 +76,12 @@ def test_a_bad_side_job_stops_with_one_line_naming_it(override, message, tmp_pat
         validate(_compose(override))
 
 
-def test_a_users_callback_runs_in_a_real_run_from_yaml_alone(tmp_path, data_root):
+@pytest.mark.parametrize(
+    ("steps_per_call", "seen"),
+    [("1", [1, 2, 3]), ("auto", [3])],  # auto: the 3 steps in one training step (gcd of iterations, val_every, ...)
+)
+def test_a_users_callback_runs_in_a_real_run_from_yaml_alone(tmp_path, data_root, steps_per_call, seen):
+    """Its per-batch hooks run once per Lightning training step, after ``fast.steps_per_call`` optimiser steps."""
     CountSteps.seen = []
     cfg = _compose(
         f"+callbacks.count._target_={__name__}.CountSteps",
@@ -84,7 +89,8 @@ def test_a_users_callback_runs_in_a_real_run_from_yaml_alone(tmp_path, data_root
         *tiny_overrides(tmp_path, data_root),
         "profile.iterations=3",
         "profile.val_every=3",
+        f"fast.steps_per_call={steps_per_call}",
     )
     record = run(cfg, tmp_path / "out")
-    assert record.status == "finished" and CountSteps.seen == [1, 2, 3]
+    assert record.status == "finished" and CountSteps.seen == seen
     assert (tmp_path / "out" / "figures" / "transformed.png").stat().st_size > 0  # the default side jobs ran too

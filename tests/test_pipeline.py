@@ -133,16 +133,25 @@ def test_a_finished_run_is_skipped_and_a_changed_config_runs_again(tmp_path, dat
     assert run(changed, tmp_path / "out").config_hash == config_hash(changed, checksum)
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, data_root, monkeypatch, capsys):
-    cfg = _tiny("table1/st_cnn_aff_r", tmp_path, data_root, "profile.iterations=6", "profile.val_every=2")
+@pytest.mark.parametrize(
+    ("steps_per_call", "killed_at", "resumed_calls"),
+    [("1", 5, [4, 5]), ("auto", 4, [4])],  # auto: 2 optimiser steps per training step (gcd of 6, 2 and 6)
+)
+def test_a_killed_run_resumes_from_its_last_checkpoint(
+    tmp_path, data_root, monkeypatch, capsys, steps_per_call, killed_at, resumed_calls
+):
+    cfg = _tiny(
+        "table1/st_cnn_aff_r", tmp_path, data_root, "profile.iterations=6", "profile.val_every=2",
+        f"fast.steps_per_call={steps_per_call}",
+    )  # fmt: skip
     original = ClassificationSystem.training_step
 
-    def killed_at_step_5(self, batch, batch_idx):
-        if self.global_step == 5:
+    def killed(self, batch, batch_idx):
+        if self.global_step == killed_at:
             raise RuntimeError("simulated kill")
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(ClassificationSystem, "training_step", killed_at_step_5)
+    monkeypatch.setattr(ClassificationSystem, "training_step", killed)
     with pytest.raises(RuntimeError, match="simulated kill"):
         run(cfg, tmp_path / "out")
     assert load_records(tmp_path / "runs", "table1") == []
@@ -157,7 +166,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, data_root, monk
     )
     record = run(cfg, tmp_path / "out")
     assert "resuming from" in capsys.readouterr().out
-    assert steps_run == [4, 5] and record.iterations == 6
+    assert steps_run == resumed_calls and record.iterations == 6
     assert not list((tmp_path / "ckpt").rglob("last.ckpt"))
 
 

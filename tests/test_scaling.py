@@ -167,7 +167,10 @@ def test_the_slurm_requeue_signal_saves_a_checkpoint_and_the_requeued_job_resume
     for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
                         "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    cfg = _tiny("table1/st_cnn_aff_r", tmp_path, data_root, "profile.iterations=6", "profile.val_every=6")
+    cfg = _tiny(
+        "table1/st_cnn_aff_r", tmp_path, data_root, "profile.iterations=6", "profile.val_every=6",
+        "fast.steps_per_call=1",  # one optimiser step per training step: the signal and the kill land between steps
+    )  # fmt: skip
     original = ClassificationSystem.training_step
 
     def signalled_at_step_3_killed_at_4(self, batch, batch_idx):

@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from benchmarks.idx import write_mnist_folder
 from benchmarks.plan import CONF, SCRIPT
 from stn_repro import components
-from stn_repro.fast import apply_fast_options
+from stn_repro.fast import apply_fast_options, steps_per_call
 from stn_repro.train import run
 
 RESULT_PREFIX = "BENCH-RESULT "  # the line of a ``--worker`` run that carries its figures (JSON)
@@ -91,38 +91,37 @@ def combine_rounds(rounds: list[dict[str, Any]], batch: int) -> dict[str, Any]:
 
 
 class WindowTimer(pl.Callback):
-    """Times ``windows`` windows of ``steps`` training steps after ``warmup`` steps inside ``trainer.fit``: window
-    boundaries at the start of a step, the device synchronised there only; counts the images of every batch."""
+    """Times ``windows`` windows of ``steps`` optimiser steps after ``warmup`` steps inside ``trainer.fit``: window
+    boundaries at the start of a training step (each of ``fast.steps_per_call`` optimiser steps, which divides
+    ``warmup`` and ``steps``), the device synchronised there only; ``batch`` images per optimiser step."""
 
-    def __init__(self, warmup: int, windows: int, steps: int) -> None:
+    def __init__(self, warmup: int, windows: int, steps: int, batch: int) -> None:
         self.boundaries = [warmup + k * steps for k in range(windows + 1)]
+        self.batch = batch
         self.marks: list[tuple[float, int]] = []
-        self.images = 0
         self.started: float | None = None
         self.peak_mb: float | None = None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
         if self.started is None:
             self.started = time.perf_counter()
         if step in self.boundaries:
             synchronize(pl_module.device)
-            self.marks.append((time.perf_counter(), self.images))
+            self.marks.append((time.perf_counter(), step))
             if step == self.boundaries[0]:
                 reset_peak_memory(pl_module.device)
             if step == self.boundaries[-1]:
                 self.peak_mb = peak_memory_mb(pl_module.device)
-        self.images += len(batch[1])
 
     def result(self) -> dict[str, Any]:
         if len(self.marks) != len(self.boundaries):
             raise RuntimeError(f"the run stopped before the last timed window ({len(self.marks)} boundaries)")
-        windows = [(t1 - t0, n1 - n0) for (t0, n0), (t1, n1) in zip(self.marks, self.marks[1:], strict=False)]
-        rates = [images / seconds for seconds, images in windows]
-        steps = self.boundaries[1] - self.boundaries[0]
+        windows = [(t1 - t0, s1 - s0) for (t0, s0), (t1, s1) in zip(self.marks, self.marks[1:], strict=False)]
+        rates = [steps * self.batch / seconds for seconds, steps in windows]
         return {
             "images_per_s": statistics.median(rates),
-            "s_per_step": statistics.median(seconds / steps for seconds, _ in windows),
+            "s_per_step": statistics.median(seconds / steps for seconds, steps in windows),
             "windows_images_per_s": rates,
             "warmup_s": self.marks[0][0] - self.started,
             "peak_mb": self.peak_mb,
@@ -133,8 +132,11 @@ class WindowTimer(pl.Callback):
 
 
 def compose_cell(cell: str, args: argparse.Namespace, work: Path, *overrides: str) -> DictConfig:
-    """The run configuration of Table 1 ``cell`` (e.g. ``st_cnn_aff_rts``) on the paper profile, timed steps only."""
-    iterations = args.warmup + args.windows * args.steps + 1  # +1: the last window ends where the last step starts
+    """The run configuration of Table 1 ``cell`` (e.g. ``st_cnn_aff_rts``) on the paper profile, timed steps only:
+    logging every ``args.steps`` steps (a window; ``args.warmup`` is a multiple of it), so that ``fast.steps_per_call``
+    ``auto`` takes a window's steps per training step (unless ``overrides`` set the logging interval)."""
+    iterations = args.warmup + (args.windows + 1) * args.steps  # the last window ends where the last call starts
+    logging = [] if any(o.startswith("fast.log_every=") for o in overrides) else [f"fast.log_every={args.steps}"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
             "train",
@@ -152,20 +154,23 @@ def compose_cell(cell: str, args: argparse.Namespace, work: Path, *overrides: st
                 f"paths.variants={work / 'runs'}",
                 f"paths.models={work / 'models'}",
                 f"paths.checkpoints={work / 'checkpoints'}",
+                *logging,
                 *overrides,
             ],
         )
 
 
 def framework_path(cell: str, args: argparse.Namespace, work: Path, *overrides: str) -> dict[str, Any]:
-    """Path 1: ``stn_repro.train.run`` with a :class:`WindowTimer` (its output lines go to a buffer)."""
-    timer = WindowTimer(args.warmup, args.windows, args.steps)
+    """Path 1: ``stn_repro.train.run`` with a :class:`WindowTimer` (its output lines go to a buffer); the figures
+    carry the optimiser steps it took per Lightning training step."""
+    timer = WindowTimer(args.warmup, args.windows, args.steps, args.batch)
     folder = Path(tempfile.mkdtemp(prefix=f"{cell}-", dir=work))
+    cfg = compose_cell(cell, args, folder, *overrides)
     with contextlib.redirect_stdout(io.StringIO()):
-        record = run(compose_cell(cell, args, folder, *overrides), folder / "out", callbacks=[timer])
+        record = run(cfg, folder / "out", callbacks=[timer])
     if record.status != "finished":
         raise RuntimeError(f"{cell} {' '.join(overrides)}: the run {record.status}")
-    return {**timer.result(), "params": record.params}
+    return {**timer.result(), "params": record.params, "steps_per_call": steps_per_call(cfg)}
 
 
 def cell_data_and_model(cell: str, args: argparse.Namespace, work: Path) -> tuple[Any, torch.nn.Module, DictConfig]:

@@ -15,6 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from bench_data import TABLE1, bundled_digits, time_generation
+from bench_stacked import measure as measure_stacked
 from hydra import compose, initialize_config_dir
 
 from benchmarks.loops import (
@@ -27,8 +28,34 @@ from benchmarks.loops import (
     framework_path,
     tutorial_loop,
 )
-from benchmarks.plan import BASELINE, CONF, CUDA_ONLY, OPTIONS
+from benchmarks.plan import BASELINE, CONF, CUDA_ONLY, OPTIONS, ROUNDS, TUTORIAL_ROUNDS, WINDOW_STEPS
 from benchmarks.projection import projection
+
+
+STACKED_SEEDS, STACKED_STEPS, STACKED_ROUNDS = 3, 60, 3
+
+
+def timing(args: argparse.Namespace, model: str, **changes: Any) -> argparse.Namespace:
+    """``args`` with ``model``'s window (``--steps``, else :data:`WINDOW_STEPS`; the warm-up one window unless
+    ``--warmup``), rounds (``--rounds``, else :data:`ROUNDS`) and ``changes`` (e.g. another batch)."""
+    steps = args.steps or WINDOW_STEPS[model]
+    rounds = args.rounds or ROUNDS[model]
+    return argparse.Namespace(**{**vars(args), "steps": steps, "warmup": args.warmup or steps, "rounds": rounds,
+                                 **changes})  # fmt: skip
+
+
+def side_by_side(cell: str, args: argparse.Namespace, device: torch.device, paths: tuple[str, ...]):
+    """The loops ``paths`` of ``cell`` in turn, ``args.rounds`` times (slow drifts of the machine hit all alike;
+    the tutorial loop in the first :data:`TUTORIAL_ROUNDS`), each path's rounds combined."""
+    rounds: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+    for number in range(args.rounds):
+        rounds["framework"].append(framework_path(cell, args, args.work))
+        data, net, cfg = cell_data_and_model(cell, args, args.work)
+        rounds["bare"].append(bare_loop(net, data, cfg, args, device))
+        if "tutorial" in paths and number < TUTORIAL_ROUNDS:
+            data, net, cfg = cell_data_and_model(cell, args, args.work)
+            rounds["tutorial"].append(tutorial_loop(net, data, cfg, args, device, args.work))
+    return {path: combine_rounds(results, args.batch) for path, results in rounds.items()}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -41,41 +68,54 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     for dataset in [args.compare, *args.project]:
         for model in args.models:
-            cell = f"{model}_{dataset}"
+            cell, timed = f"{model}_{dataset}", timing(args, model)
             if dataset != args.compare:
-                figures["framework"][cell] = framework_path(cell, args, args.work)
-            else:  # the three loops in turn, args.rounds times: slow drifts of the machine hit all three alike
-                rounds: dict[str, list[dict[str, Any]]] = {"framework": [], "bare": [], "tutorial": []}
-                for _ in range(args.rounds):
-                    rounds["framework"].append(framework_path(cell, args, args.work))
-                    data, net, cfg = cell_data_and_model(cell, args, args.work)
-                    rounds["bare"].append(bare_loop(net, data, cfg, args, device))
-                    data, net, cfg = cell_data_and_model(cell, args, args.work)
-                    rounds["tutorial"].append(tutorial_loop(net, data, cfg, args, device, args.work))
-                for path, results in rounds.items():
-                    figures[path][cell] = combine_rounds(results, args.batch)
+                figures["framework"][cell] = framework_path(cell, timed, args.work)
+            else:
+                for path, result in side_by_side(cell, timed, device, ("framework", "bare", "tutorial")).items():
+                    figures[path][cell] = result
             framework = figures["framework"][cell]
-            data, net, cfg = cell_data_and_model(cell, args, args.work)
-            framework["eval_images_per_s"] = evaluation_rate(net, data, args, device)
+            data, net, cfg = cell_data_and_model(cell, timed, args.work)
+            framework["eval_images_per_s"] = evaluation_rate(net, data, timed, device)
             measured = [path for path in ("framework", "bare", "tutorial") if cell in figures[path]]
             say(f"{cell}: " + ", ".join(f"{path} {figures[path][cell]['images_per_s']:.0f}" for path in measured))
 
+    if args.also_batch:  # framework vs bare at a second batch size, same windows
+        figures["second_batch"] = {"batch": args.also_batch, "framework": {}, "bare": {}}
+        for model in args.models:
+            cell = f"{model}_{args.compare}"
+            timed = timing(args, model, batch=args.also_batch)
+            for path, result in side_by_side(cell, timed, device, ("framework", "bare")).items():
+                figures["second_batch"][path][cell] = result
+            pair = figures["second_batch"]
+            say(f"{cell} batch {args.also_batch}: framework {pair['framework'][cell]['images_per_s']:.0f}, "
+                f"bare {pair['bare'][cell]['images_per_s']:.0f}")  # fmt: skip
+
     cell = args.options_cell
+    options_timing = timing(args, cell.rsplit("_", 1)[0])
     for label, overrides in OPTIONS.items():
         if label in CUDA_ONLY and device.type != "cuda":
             continue
         if "fast.compile=true" in overrides and args.skip_compile:
             continue
         on_top = OPTIONS[BASELINE] if label not in (BASELINE, "defaults (conf/train.yaml)") else []
-        figures["options"][label] = framework_path(cell, args, args.work, *on_top, *overrides)
+        figures["options"][label] = framework_path(cell, options_timing, args.work, *on_top, *overrides)
         say(f"{cell} {label}: {figures['options'][label]['images_per_s']:.0f} images/s")
 
     if args.processes > 1:
         cores = os.cpu_count() or 1
         for processes in (1, args.processes):
             threads = max(1, cores // processes) if device.type == "cpu" else torch.get_num_threads()
-            figures["concurrency"].append(together := concurrent_runs(cell, processes, threads, args))
+            figures["concurrency"].append(together := concurrent_runs(cell, processes, threads, options_timing))
             say(f"{processes} x {cell} at once, {threads} threads each: {together['images_per_s']:.0f} images/s")
+
+    figures["stacked"] = []  # several seeds as one model (scripts/bench_stacked.py's two paths)
+    for cell in args.stacked_cells:
+        for batch in filter(None, (args.batch, args.also_batch)):
+            stacked = measure_stacked(cell, STACKED_SEEDS, batch, STACKED_STEPS, STACKED_ROUNDS)
+            figures["stacked"].append({"cell": cell, "batch": batch, "seeds": STACKED_SEEDS, **stacked})
+            say(f"{STACKED_SEEDS} seeds of {cell} at batch {batch}: stacked {stacked['stacked']:.0f}, one after "
+                f"another {stacked['separate']:.0f} images/s")  # fmt: skip
 
     digits, labels = bundled_digits(args.generate_n)
     figures["generation"] = {}
@@ -87,7 +127,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         paper = compose("train", overrides=["profile=paper"]).profile
     figures["projection"] = projection(figures, paper, args.batch)
-    defaults = compose_cell(cell, args, args.work)
+    defaults = compose_cell(cell, options_timing, args.work)
     figures["defaults"] = {
         "fast": {key: defaults.fast[key] for key in defaults.fast},
         "trainer.precision": defaults.trainer.precision,
@@ -118,13 +158,15 @@ def environment(args: argparse.Namespace, device: torch.device, wall_s: float) -
         "command": " ".join(["python", "scripts/bench.py", *sys.argv[1:]]),
         "settings": {
             "batch": args.batch,
-            "warmup": args.warmup,
+            "second_batch": args.also_batch,
+            "warmup": args.warmup or "one window",
             "windows": args.windows,
-            "steps": args.steps,
+            "steps": args.steps or WINDOW_STEPS,
             "n_train_digits": args.n_train,
             "val_size": args.val_size,
             "tutorial_workers": args.workers,
-            "rounds": args.rounds,
+            "rounds": args.rounds or ROUNDS,
+            "tutorial_rounds": TUTORIAL_ROUNDS,
         },
         "wall_s": wall_s,
     }

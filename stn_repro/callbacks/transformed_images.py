@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
+from stn_repro.data.batches import BatchGroup
+
 PREVIEW = 16  # training inputs shown
 
 
@@ -33,6 +35,8 @@ class TransformedImages(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any) -> None:
         if self._preview is None:
+            if isinstance(batch, BatchGroup):  # fast.steps_per_call > 1: its first batch, as training_step sees it
+                batch = pl_module.grouped_steps.hand_over(batch.first)
             self._preview = batch[0][:PREVIEW].detach()
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Any) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from stn_repro.data.batches import trainer_share
+from stn_repro.data.batches import BatchGroups, trainer_share
 from stn_repro.data.distortions import split_seed
 from stn_repro.data.sources import DigitSet, resolve_digits
 
@@ -43,6 +43,9 @@ class SplitDataModule(pl.LightningDataModule):
     #: The experiment family whose checks and deviation notes a run on these data follows (:mod:`stn_repro.tasks`);
     #: ``None`` for a data module of your own (the run then carries the general notes only).
     task: ClassVar[str | None] = None
+    #: Whether the training loader is an :class:`~stn_repro.data.batches.EpochBatches` (resumed exactly, and handed
+    #: out several batches per training step with ``fast.steps_per_call``: :meth:`train_in_groups`).
+    epoch_batches: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -71,6 +74,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.name = name or type(self).__name__
         self.metadata: dict[str, Any] = {}
         self._is_set_up = False
+        self._group = (1, 0)  # (batches per training step, the run's steps): train_in_groups
 
     def source_metadata(self) -> dict[str, Any]:
         """Where the data come from: ``source``, ``digits`` (the dataset), counts, ``checksum``, ``full_dataset``."""
@@ -141,8 +145,18 @@ class SplitDataModule(pl.LightningDataModule):
             raise RuntimeError("call setup() before asking for a dataloader")
         return self._build_loader(split, train=split == "train")
 
+    def train_in_groups(self, size: int, total: int) -> None:
+        """Hand the training batches out ``size`` at a time (:class:`~stn_repro.data.batches.BatchGroups`), for a
+        run of ``total`` optimiser steps taking ``size`` per Lightning training step (``fast.steps_per_call``).
+        Needs :attr:`epoch_batches`."""
+        if size > 1 and not self.epoch_batches:
+            raise ValueError(f"{type(self).__name__}'s training batches cannot be grouped (not an EpochBatches)")
+        self._group = (size, total)
+
     def train_dataloader(self) -> Iterable[Any]:
-        return self.loader("train")
+        batches = self.loader("train")
+        size, total = self._group
+        return BatchGroups(batches, size, total) if size > 1 else batches
 
     def val_dataloader(self) -> Iterable[Any]:
         return self.loader("val")

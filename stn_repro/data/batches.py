@@ -13,10 +13,14 @@ the whole set, and the error metrics' synchronised sums and counts give exactly 
 
 Resuming: the batch iterables (:class:`EpochBatches`) save their position (epoch and batch) in Lightning's
 checkpoints, so that a run resumed mid-epoch sees exactly the batches an uninterrupted run sees.
+
+Several optimiser steps per Lightning training step (``fast.steps_per_call``): :class:`BatchGroups` hands the same
+batches out ``K`` at a time, across epochs, each group building its batches only as the system takes them.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -84,6 +88,53 @@ class EpochBatches:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self._first, self._next = state["epoch"], state["batch"], None
+
+
+class BatchGroup:
+    """The next ``size`` batches of a running stream, for one Lightning training step of ``size`` optimiser steps:
+    :attr:`first` is built with the group (e.g. for a preview), :meth:`batches` builds the others as they are taken.
+    Deliberately not iterable: Lightning's helpers (batch transfer, batch-size inference) walk iterables, and must
+    leave the stream alone."""
+
+    def __init__(self, stream: Iterator[tuple[Tensor, ...]], size: int) -> None:
+        self.first = next(stream)
+        self._stream = stream
+        self.size = size
+
+    def batches(self) -> Iterator[tuple[Tensor, ...]]:
+        """The group's batches, in order (once)."""
+        return itertools.chain([self.first], itertools.islice(self._stream, self.size - 1))
+
+
+class BatchGroups(EpochBatches):
+    """The batches of ``batches``, epoch after epoch as a loop over it sees them, handed out ``size`` at a time:
+    one Lightning epoch of ``total // size`` :class:`BatchGroup` items (``total``: the run's optimiser steps, a
+    multiple of ``size``).
+
+    Lightning sees a finite iterable (so it prefetches nothing and a group's batches are taken before the next group
+    is made) whose saved position counts groups; the position in ``batches`` follows from it, so a run resumed at a
+    group boundary (every checkpoint is one) sees exactly the batches of an uninterrupted run.
+    """
+
+    def __init__(self, batches: EpochBatches, size: int, total: int) -> None:
+        if size < 1 or total % size:
+            raise ValueError(f"{total} steps do not split into groups of {size}")
+        super().__init__()
+        self.inner = batches
+        self.size = size
+        self.total = total
+
+    def __len__(self) -> int:
+        return self.total // self.size
+
+    def _epoch(self, epoch: int, first: int) -> Iterator[BatchGroup]:
+        if epoch:
+            raise RuntimeError("BatchGroups holds the whole run in one epoch; it was iterated past the run's steps")
+        start, per_epoch = first * self.size, len(self.inner)
+        self.inner.load_state_dict({"epoch": start // per_epoch, "batch": start % per_epoch})
+        stream = itertools.chain.from_iterable(map(iter, itertools.repeat(self.inner)))  # iter() only when reached
+        for _ in range(first, len(self)):
+            yield BatchGroup(stream, self.size)
 
 
 class TensorBatches(EpochBatches):
@@ -158,8 +209,9 @@ class TensorBatches(EpochBatches):
 
     def _batch(self, index: Tensor, share: slice) -> tuple[Tensor, ...]:
         """This process's part ``share`` of the global batch of samples ``index``."""
-        index = index[share]
-        images = self.tensors["images"][index].float().div_(255.0)
+        if self.world_size > 1:
+            index = index[share]
+        images = self.tensors["images"][index].float().div_(255.0)  # float32 whatever the default dtype
         if images.dim() == 3:
             images = images[:, None]
         labels = self.tensors["labels"][index]

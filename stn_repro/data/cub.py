@@ -79,6 +79,8 @@ class CUBDataModule(SplitDataModule):
     unit = "image"
     task = "cub"
 
+    epoch_batches = False  # a worker DataLoader decoding JPEGs: one optimiser step per training step
+
     def __init__(
         self,
         root: str | Path = "data",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,6 +16,9 @@ import torchmetrics
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from stn_repro.config import ConfigError
+from stn_repro.data.batches import BatchGroup
+from stn_repro.systems.grouped_steps import GroupedSteps
 from stn_repro.systems.optimisation import (
     OptimizerFactory,
     SchedulerFactory,
@@ -101,10 +105,11 @@ class ClassificationSystem(pl.LightningModule):
         self.theta_target_noise = theta_target_noise
         self.val_error = torchmetrics.MeanMetric()
         self.test_error = torchmetrics.MeanMetric()
-        self._window: dict[str, Tensor] = {}  # sums of the logged training scalars since the last logging step
-        self._window_steps = 0
+        self._window = SimpleNamespace(sums={}, steps=0)  # of the logged training scalars since the last logging
         self._test_wrong: list[Tensor] = []
         self.test_wrong: Tensor | None = None  # bool (N,), after a test: which test images the model got wrong
+        self.steps_per_call, self.gradient_clip_val = 1, None  # take_steps_per_call
+        self.grouped_steps: GroupedSteps | None = None  # with steps_per_call > 1, from the start of training
 
     def forward(self, images: Tensor):
         return self.model(images)
@@ -138,7 +143,18 @@ class ClassificationSystem(pl.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------------------------------
 
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, ...] | BatchGroup, batch_idx: int) -> Tensor | None:
+        if self.automatic_optimization:
+            return self._training_loss(batch)
+        self.grouped_steps.run(batch, self._training_loss)  # fast.steps_per_call optimiser steps
+        return None
+
+    def on_train_start(self) -> None:
+        if not self.automatic_optimization:
+            self.grouped_steps = GroupedSteps(self, self.gradient_clip_val)
+
+    def _training_loss(self, batch: tuple[Tensor, ...]) -> Tensor:
+        """The loss of one training batch (with the θ loss, if any), added to the logged window."""
         images, labels = batch[0], batch[1]
         loss = self.loss(self.model(images), labels)
         logged = {}
@@ -149,21 +165,47 @@ class ClassificationSystem(pl.LightningModule):
         self._log_window(logged)
         return loss
 
+    def take_steps_per_call(self, steps: int, gradient_clip_val: float | None = None) -> None:
+        """Take ``steps`` optimiser steps per Lightning training step (``fast.steps_per_call``): the training
+        batches then come as :class:`~stn_repro.data.batches.BatchGroup` items of ``steps`` batches
+        (:meth:`~stn_repro.data.base.SplitDataModule.train_in_groups`), and :attr:`grouped_steps`
+        (:class:`~stn_repro.systems.grouped_steps.GroupedSteps`) takes them as Lightning takes one step, clipping the
+        gradients to total norm ``gradient_clip_val`` (the trainer must then have none). ``trainer.global_step``
+        and the loggers' step still count optimiser steps; ``val_check_interval`` counts training steps."""
+        if steps < 1:
+            raise ValueError(f"steps_per_call must be >= 1, got {steps}")
+        self.steps_per_call = steps
+        self.gradient_clip_val = gradient_clip_val
+        self.automatic_optimization = steps == 1
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["steps_per_call"] = self.steps_per_call  # the loop's batch counters count calls
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("steps_per_call", 1)
+        if saved != self.steps_per_call:
+            raise ConfigError(
+                f"config error: the checkpoint to resume from was written with fast.steps_per_call={saved}, this run "
+                f"takes {self.steps_per_call}; resume with fast.steps_per_call={saved} (it follows fast.log_every "
+                "under auto), or start again with rerun=true"
+            )
+
     def _log_window(self, values: dict[str, Tensor]) -> None:
         """Add this step's scalar ``values`` to running sums kept on the device; at the trainer's logging interval
         (``log_every_n_steps``, from ``fast.log_every``) and at the last step, log their means over the window and
         stop a run whose loss became NaN/inf (:class:`DivergedError`). One device synchronisation per interval, not
         one per step: a non-finite step makes the window's sum non-finite, so none is missed."""
+        window = self._window
         for name, value in values.items():
-            value = value.detach()
-            self._window[name] = self._window[name] + value if name in self._window else value
-        self._window_steps += 1
+            total = window.sums.get(name)
+            window.sums[name] = value.detach().clone() if total is None else total.add_(value.detach())
+        window.steps += 1
         step, trainer = self.global_step + 1, self.trainer
         if step % trainer.log_every_n_steps and not 0 < trainer.max_steps <= step:
             return
-        means = {name: total / self._window_steps for name, total in self._window.items()}
-        first = step - self._window_steps
-        self._window, self._window_steps = {}, 0
+        means = {name: total / window.steps for name, total in window.sums.items()}
+        first = step - window.steps
+        window.sums, window.steps = {}, 0
         if not torch.isfinite(means["train/loss"]):
             raise DivergedError(
                 f"training diverged between steps {first} and {step - 1}: the mean loss of those steps is "
