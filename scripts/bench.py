@@ -7,8 +7,8 @@ step; after warm-up; median of timed windows) of three loops over the same model
 
 1. **framework**: the real run, ``stn_repro.train.run`` on the composed Hydra config (data module with resident
    data, Lightning system, CSV logger, checkpoint and step-timer callbacks), timed by a callback; it logs once a
-   window, so ``fast.steps_per_call=auto`` takes a window's optimiser steps per Lightning training step (100 for
-   the fully connected models, as a default run; 4 for the convolutional ones);
+   window (at most every 100 steps), so ``fast.steps_per_call=auto`` takes 100 optimiser steps per Lightning
+   training step for the fully connected models, as a default run, and 4 for the convolutional ones;
 2. **bare**: a plain PyTorch loop over the same model (with the framework's default ``fast`` options, e.g.
    channels-last) on pre-loaded float tensors, batches by index (the practical upper bound of eager PyTorch);
 3. **tutorial**: the PyTorch STN tutorial's loop: ``torchvision.datasets.MNIST`` (the same uint8 images, written as
@@ -16,8 +16,10 @@ step; after warm-up; median of timed windows) of three loops over the same model
    worker processes, ``.to(device)`` per batch, ``nll_loss(log_softmax)``, SGD, ``loss.item()`` printed every 500
    batches (to a null sink); the model as built (NCHW), as users run it today.
 
-The loops run in turn ``--rounds`` times for each model and each loop's windows are pooled, so that slow drifts of
-the machine's speed hit all alike. The framework and the bare loop are also compared at ``--also-batch`` (64).
+The framework's and the bare loop's windows alternate inside one process (a bare window at each of the framework
+run's window boundaries), so that a drift of the machine's speed hits both paths of a pair alike: framework / bare
+is the median of the pairs' ratios. This runs ``--rounds`` times per model (windows pooled), the tutorial loop on
+its own in the first. The framework and the bare loop are also compared at ``--also-batch`` (64).
 
 Then: the fast-path options one at a time on ST-CNN Aff RTS (``fast.*``, ``trainer.precision``), several training
 processes at once against one, three seeds stacked as one model (``torch.func``, ``scripts/bench_stacked.py``)
@@ -56,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="training batch (paper: 256)")
     parser.add_argument("--also-batch", type=int, default=64, help="framework vs bare at this batch too (0: not)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (compile happens here; default: one window)")
-    parser.add_argument("--windows", type=int, default=3, help="timed windows (the median is reported)")
-    parser.add_argument("--steps", type=int, help="steps per timed window (default: 50 FC models, 4 conv models)")
-    parser.add_argument("--rounds", type=int, help="rounds of the loops in turn, windows pooled (default: 4 FC, 2 conv)")
+    parser.add_argument("--windows", type=int, help="timed windows per round (default: 4 FC models, 3 conv models)")
+    parser.add_argument("--steps", type=int, help="steps per timed window (default: 200 FC models, 4 conv models)")
+    parser.add_argument("--rounds", type=int, help="rounds of the loops, windows pooled (default: 2)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--compare", default="rts", choices=sorted(SIZE_OF), help="dataset of the 3-loop table")
     parser.add_argument("--project", nargs="*", default=["r"], choices=sorted(SIZE_OF),

@@ -11,14 +11,18 @@ lower bound of the work.
 From the counts: the compute of the ``paper`` profile (every cell × seed: its training steps, a validation every
 ``val_every`` steps and the test, as ``scripts/benchmarks/projection.py`` plans them), the hours it needs at a GPU's
 nominal peak (100% utilisation: not measured, a floor that small models do not reach), and the FLOP/s the CPU paths
-of ``--bench`` achieved (its measured images/s × the count; its own date and machine).
+of ``--bench`` achieved (its measured images/s × the count; its own date and machine), with their model FLOP
+utilisation against the rate of a large float32 matrix product timed on this machine's CPU by this script
+(:func:`matmul_reference`: what the CPU's BLAS reaches, measured rather than a nominal peak the clock hides).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,7 +84,23 @@ def count_cells() -> dict[str, dict[str, Any]]:
     return cells
 
 
-def render(cells: dict[str, dict[str, Any]], bench: dict[str, Any] | None, bench_path: Path) -> str:
+def matmul_reference(size: int = 2048, windows: int = 5, repeats: int = 5) -> float:
+    """FLOP/s of ``size × size`` float32 matrix products on the CPU (``torch.mm``, the current torch threads):
+    median of ``windows`` windows of ``repeats`` products, after one untimed."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    torch.mm(a, b)
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        rates.append(repeats * 2 * size**3 / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def render(
+    cells: dict[str, dict[str, Any]], bench: dict[str, Any] | None, bench_path: Path, reference: float | None = None
+) -> str:
     total = sum(c["flops_per_seed"] * c["seeds"] for c in cells.values())
     cfg = compose_config(["experiment=table1/fcn_r", "profile=paper"]).profile
     lines = [
@@ -128,15 +148,19 @@ def render(cells: dict[str, dict[str, Any]], bench: dict[str, Any] | None, bench
     rows = [[name, f"{peak / 1e12:,.0f}", f"{total / peak / 3600:.2f}"] for name, peak in GPU_PEAKS.items()]
     lines += [*markdown_table(["precision", "peak TFLOP/s", "hours at the peak"], rows), ""]
     if bench is not None:
-        lines += render_achieved(cells, bench, bench_path)
+        lines += render_achieved(cells, bench, bench_path, reference)
     return "\n".join(lines)
 
 
-def render_achieved(cells: dict[str, dict[str, Any]], bench: dict[str, Any], bench_path: Path) -> list[str]:
-    """The FLOP/s of each measured path of ``bench`` (its images/s × the training count), device by device."""
+def render_achieved(
+    cells: dict[str, dict[str, Any]], bench: dict[str, Any], bench_path: Path, reference: float | None
+) -> list[str]:
+    """The achieved GFLOP/s of each path; on the CPU entry, with ``reference`` (FLOP/s of a large matrix product
+    on this CPU, :func:`matmul_reference`), each path's utilisation of it."""
     lines = []
     for device, figures in bench.items():
         env = figures.get("environment", {})
+        utilisation = reference is not None and device == "cpu"
         lines += [
             f"## Achieved on {env.get('device', device)} (`{bench_path.name}`, {env.get('date', '?')})",
             "",
@@ -144,12 +168,26 @@ def render_achieved(cells: dict[str, dict[str, Any]], bench: dict[str, Any], ben
             "images/s × the counted training FLOPs per image (the paths are described in `results/bench.md`).",
             "",
         ]
+        if utilisation:
+            lines += [
+                f"Model FLOP utilisation (MFU): that rate over **{reference / 1e9:,.0f} GFLOP/s**, the rate of "
+                "2048 × 2048 float32 matrix products (`torch.mm`, median of 5 windows) on this CPU, timed by this "
+                f"script on {datetime.now(UTC).date().isoformat()} (the same machine; not the benchmark's run). "
+                "Only matrix products and convolutions are counted, so the utilisation is a lower bound.",
+                "",
+            ]
         rows = []
         for cell in (c for c in cells if any(c in figures.get(path, {}) for path in PATHS)):
             rates = [figures.get(path, {}).get(cell, {}).get("images_per_s") for path in PATHS]
-            achieved = [f"{r * cells[cell]['train_flops'] / 1e9:,.1f}" if r else "—" for r in rates]
-            rows.append([cell, f"{cells[cell]['train_flops'] / 1e6:,.1f}", *achieved])
-        lines += [*markdown_table(["cell", "MFLOP / image", *(f"{p} GFLOP/s" for p in PATHS)], rows), ""]
+            flops = [r * cells[cell]["train_flops"] if r else None for r in rates]
+            row = [cell, f"{cells[cell]['train_flops'] / 1e6:,.1f}", *(f"{f / 1e9:,.1f}" if f else "—" for f in flops)]
+            if utilisation:
+                row.append(" / ".join(f"{100 * f / reference:.0f}%" if f else "—" for f in flops))
+            rows.append(row)
+        header = ["cell", "MFLOP / image", *(f"{p} GFLOP/s" for p in PATHS)]
+        if utilisation:
+            header.append("MFU " + " / ".join(PATHS))
+        lines += [*markdown_table(header, rows), ""]
     return lines
 
 
@@ -159,7 +197,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_flops.md")
     args = parser.parse_args(argv)
     bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
-    text = render(count_cells(), bench, args.bench)
+    reference = matmul_reference() if bench is not None and "cpu" in bench else None
+    text = render(count_cells(), bench, args.bench, reference)
     args.out.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

@@ -292,6 +292,8 @@ def test_the_flop_report_sums_the_cells_and_derives_the_achieved_rate():
     assert "**96 PFLOP** counted" in text  # 32 cells x 3 seeds x 1 PFLOP
     assert "| BF16 on tensor cores | 989 | 0.03 |" in text  # 96e15 / 989e12 / 3600
     assert "| fcn_rts | 3.0 | 3.0 | 6.0 | — |" in text  # 1,000 and 2,000 images/s x 3 MFLOP
+    with_reference = bench_flops.render(cells, bench, Path("bench.json"), reference=30e9)
+    assert "| fcn_rts | 3.0 | 3.0 | 6.0 | — | 10% / 20% / — |" in with_reference  # 3 and 6 of 30 GFLOP/s
 
 
 def test_seeds_stacked_with_torch_func_take_the_steps_of_the_separate_runs():

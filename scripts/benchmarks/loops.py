@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from benchmarks.idx import write_mnist_folder
-from benchmarks.plan import CONF, SCRIPT
+from benchmarks.plan import CONF, DEFAULT_LOG_EVERY, SCRIPT
 from stn_repro import components
 from stn_repro.fast import apply_fast_options, steps_per_call
 from stn_repro.train import run
@@ -83,6 +85,8 @@ def combine_rounds(rounds: list[dict[str, Any]], batch: int) -> dict[str, Any]:
     combined = {**rounds[0], key: windows, "images_per_s": statistics.median(rates)}
     combined["s_per_step"] = batch / combined["images_per_s"]
     combined["rounds_images_per_s"] = [result["images_per_s"] for result in rounds]
+    if "ratios" in rounds[0]:  # paired windows (paired_paths): every round's pairs
+        combined["ratios"] = [ratio for result in rounds for ratio in result["ratios"]]
     peaks = [result["peak_mb"] for result in rounds if result.get("peak_mb") is not None]
     combined["peak_mb"] = max(peaks, default=None)
     if "worker_peak_mb" in rounds[0]:
@@ -93,12 +97,19 @@ def combine_rounds(rounds: list[dict[str, Any]], batch: int) -> dict[str, Any]:
 class WindowTimer(pl.Callback):
     """Times ``windows`` windows of ``steps`` optimiser steps after ``warmup`` steps inside ``trainer.fit``: window
     boundaries at the start of a training step (each of ``fast.steps_per_call`` optimiser steps, which divides
-    ``warmup`` and ``steps``), the device synchronised there only; ``batch`` images per optimiser step."""
+    ``warmup`` and ``steps``), the device synchronised there only; ``batch`` images per optimiser step.
 
-    def __init__(self, warmup: int, windows: int, steps: int, batch: int) -> None:
+    ``between``, if given, runs at each boundary but the last, outside the timed windows (the framework's window
+    ``k`` starts after it returns): e.g. a bare-loop window, so that the two paths alternate window by window."""
+
+    def __init__(
+        self, warmup: int, windows: int, steps: int, batch: int, between: Callable[[int], None] | None = None
+    ) -> None:
         self.boundaries = [warmup + k * steps for k in range(windows + 1)]
         self.batch = batch
-        self.marks: list[tuple[float, int]] = []
+        self.between = between
+        self.starts: list[tuple[float, int]] = []
+        self.ends: list[tuple[float, int]] = []
         self.started: float | None = None
         self.peak_mb: float | None = None
 
@@ -106,24 +117,32 @@ class WindowTimer(pl.Callback):
         step = trainer.global_step
         if self.started is None:
             self.started = time.perf_counter()
-        if step in self.boundaries:
+        if step not in self.boundaries:
+            return
+        synchronize(pl_module.device)
+        index = self.boundaries.index(step)
+        if index > 0:
+            self.ends.append((time.perf_counter(), step))
+        if index == len(self.boundaries) - 1:
+            self.peak_mb = peak_memory_mb(pl_module.device)
+            return
+        if self.between is not None:
+            self.between(index)
             synchronize(pl_module.device)
-            self.marks.append((time.perf_counter(), step))
-            if step == self.boundaries[0]:
-                reset_peak_memory(pl_module.device)
-            if step == self.boundaries[-1]:
-                self.peak_mb = peak_memory_mb(pl_module.device)
+        if index == 0:
+            reset_peak_memory(pl_module.device)
+        self.starts.append((time.perf_counter(), step))
 
     def result(self) -> dict[str, Any]:
-        if len(self.marks) != len(self.boundaries):
-            raise RuntimeError(f"the run stopped before the last timed window ({len(self.marks)} boundaries)")
-        windows = [(t1 - t0, s1 - s0) for (t0, s0), (t1, s1) in zip(self.marks, self.marks[1:], strict=False)]
+        if len(self.ends) != len(self.boundaries) - 1:
+            raise RuntimeError(f"the run stopped before the last timed window ({len(self.ends)} windows)")
+        windows = [(t1 - t0, s1 - s0) for (t0, s0), (t1, s1) in zip(self.starts, self.ends, strict=True)]
         rates = [steps * self.batch / seconds for seconds, steps in windows]
         return {
             "images_per_s": statistics.median(rates),
             "s_per_step": statistics.median(seconds / steps for seconds, steps in windows),
             "windows_images_per_s": rates,
-            "warmup_s": self.marks[0][0] - self.started,
+            "warmup_s": self.starts[0][0] - self.started,
             "peak_mb": self.peak_mb,
         }
 
@@ -133,10 +152,12 @@ class WindowTimer(pl.Callback):
 
 def compose_cell(cell: str, args: argparse.Namespace, work: Path, *overrides: str) -> DictConfig:
     """The run configuration of Table 1 ``cell`` (e.g. ``st_cnn_aff_rts``) on the paper profile, timed steps only:
-    logging every ``args.steps`` steps (a window; ``args.warmup`` is a multiple of it), so that ``fast.steps_per_call``
-    ``auto`` takes a window's steps per training step (unless ``overrides`` set the logging interval)."""
+    logging every gcd(``args.steps``, the default interval) steps, so that ``fast.steps_per_call=auto`` ends a
+    training step at every window boundary (``args.warmup`` is a multiple of a window), unless ``overrides`` set
+    the logging interval."""
     iterations = args.warmup + (args.windows + 1) * args.steps  # the last window ends where the last call starts
-    logging = [] if any(o.startswith("fast.log_every=") for o in overrides) else [f"fast.log_every={args.steps}"]
+    every = math.gcd(args.steps, DEFAULT_LOG_EVERY)
+    logging = [] if any(o.startswith("fast.log_every=") for o in overrides) else [f"fast.log_every={every}"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
             "train",
@@ -160,10 +181,12 @@ def compose_cell(cell: str, args: argparse.Namespace, work: Path, *overrides: st
         )
 
 
-def framework_path(cell: str, args: argparse.Namespace, work: Path, *overrides: str) -> dict[str, Any]:
-    """Path 1: ``stn_repro.train.run`` with a :class:`WindowTimer` (its output lines go to a buffer); the figures
-    carry the optimiser steps it took per Lightning training step."""
-    timer = WindowTimer(args.warmup, args.windows, args.steps, args.batch)
+def framework_path(
+    cell: str, args: argparse.Namespace, work: Path, *overrides: str, between: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Path 1: ``stn_repro.train.run`` with a :class:`WindowTimer` (its output lines go to a buffer; ``between``:
+    its hook between windows); the figures carry the optimiser steps it took per Lightning training step."""
+    timer = WindowTimer(args.warmup, args.windows, args.steps, args.batch, between)
     folder = Path(tempfile.mkdtemp(prefix=f"{cell}-", dir=work))
     cfg = compose_cell(cell, args, folder, *overrides)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -199,10 +222,10 @@ def evaluation_rate(model: torch.nn.Module, data: Any, args, device: torch.devic
     return args.batch / statistics.median(times)
 
 
-def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device) -> dict[str, Any]:
-    """Path 2: SGD on pre-loaded tensors on ``device``, batches by index from a seeded permutation; the model with
-    the same ``fast`` options as the framework's defaults (e.g. channels-last), so that 1 vs 2 is the framework's
-    overhead alone."""
+def bare_stepper(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device) -> Callable[[], None]:
+    """One step of path 2 per call: SGD on pre-loaded float tensors on ``device``, batches by index from a seeded
+    permutation; the model with the same ``fast`` options as the framework's defaults (e.g. channels-last), so that
+    1 vs 2 is the framework's overhead alone."""
     train = data.splits["train"]
     images, labels = float_images(train["images"]).to(device), torch.from_numpy(train["labels"]).to(device)
     apply_fast_options(model, cfg.fast).to(device).train()
@@ -219,10 +242,41 @@ def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: 
         F.cross_entropy(model(images[index]), labels[index]).backward()
         optimiser.step()
 
+    return step
+
+
+def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device) -> dict[str, Any]:
+    """Path 2 on its own (:func:`bare_stepper`), timed in windows."""
+    step = bare_stepper(model, data, cfg, args, device)
     synchronize(device)
     reset_peak_memory(device)
     times = time_windows(step, device, args.warmup, args.windows, args.steps)
-    return summary(times, batch, peak_mb=peak_memory_mb(device))
+    return summary(times, args.batch, peak_mb=peak_memory_mb(device))
+
+
+def paired_paths(cell: str, args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Paths 1 and 2 window by window in one process: at each of the framework run's window boundaries, a window
+    of the bare loop (its own model, weights as the run's, and optimiser) runs, then the framework's window. A drift
+    of the machine's speed then hits both paths of a pair alike: ``ratios`` holds each pair's framework / bare."""
+    data, net, cfg = cell_data_and_model(cell, args, args.work)
+    step = bare_stepper(net, data, cfg, args, device)
+    times: list[float] = []
+
+    def bare_window(index: int) -> None:
+        for _ in range(args.warmup if index == 0 else 0):
+            step()
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        synchronize(device)
+        times.append((time.perf_counter() - start) / args.steps)
+
+    framework = framework_path(cell, args, args.work, between=bare_window)
+    bare = summary(times, args.batch, peak_mb=None)
+    framework["ratios"] = [f / b for f, b in zip(framework["windows_images_per_s"], [args.batch / t for t in times],
+                                                   strict=True)]  # fmt: skip
+    return framework, bare
 
 
 def tutorial_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device, work: Path):

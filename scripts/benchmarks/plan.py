@@ -18,16 +18,18 @@ NAMES = {
     "st_cnn_proj": "ST-CNN Proj",
     "st_cnn_tps": "ST-CNN TPS",
 }
-#: Optimiser steps per timed window of each model (the warm-up is one window): windows of a few seconds on the 2-core
-#: CPU at batch 256. The framework path logs once a window, so ``fast.steps_per_call=auto`` takes a window per
-#: Lightning training step: 100 (the default runs' value) for the fully connected models; 4 for the convolutional
-#: ones (a step of 0.5-2.5 s there, against ~1 ms of Lightning per training step).
-WINDOW_STEPS = {model: 4 if "cnn" in model else 100 for model in MODELS}
-#: Rounds of framework and bare loop in turn (windows pooled): more for the fully connected models, whose windows
-#: last a second or two and whose framework / bare ratio is the closest call; the tutorial loop runs in the first
-#: :data:`TUTORIAL_ROUNDS` only.
-ROUNDS = {model: 2 if "cnn" in model else 4 for model in MODELS}
-TUTORIAL_ROUNDS = 2
+#: Optimiser steps per timed window of each model (the warm-up is one window): 200 for the fully connected models
+#: (0.2-4 s on the 2-core CPU), 4 for the convolutional ones (a step of 0.1-2.5 s). The framework path logs every
+#: gcd(window, 100) steps, so ``fast.steps_per_call=auto`` takes 100 optimiser steps per Lightning training step
+#: for the fully connected models, as a default run does, and 4 for the convolutional ones (where Lightning's ~1 ms
+#: per training step is lost in the step).
+WINDOW_STEPS = {model: 4 if "cnn" in model else 200 for model in MODELS}
+DEFAULT_LOG_EVERY = 100  # conf/train.yaml's fast.log_every
+#: Timed windows per round, and rounds: the framework's and the bare loop's windows alternate within a round
+#: (``benchmarks.loops.paired_paths``); the tutorial loop runs on its own in the first :data:`TUTORIAL_ROUNDS`.
+WINDOWS = {model: 3 if "cnn" in model else 4 for model in MODELS}
+ROUNDS = {model: 2 for model in MODELS}
+TUTORIAL_ROUNDS = 1
 SIZE_OF = {"r": 28, "p": 28, "e": 28, "rts": 42}  # Table 1's datasets: R, P and E share the 28×28 models
 BASELINE = "every option off"
 OPTIONS = {  # label → overrides of the framework path; each option alone on top of BASELINE (the first row)
@@ -35,7 +37,7 @@ OPTIONS = {  # label → overrides of the framework path; each option alone on t
     "defaults (conf/train.yaml)": [],
     "log and check every step (fast.log_every=1; for comparison)": ["fast.log_every=1"],
     "channels-last (fast.channels_last=true)": ["fast.channels_last=true"],
-    "a window's steps per Lightning training step (fast.steps_per_call=auto)": ["fast.steps_per_call=auto"],
+    "several optimiser steps per Lightning training step (fast.steps_per_call=auto)": ["fast.steps_per_call=auto"],
     "bf16 mixed, sampler fp32 (trainer.precision=bf16-mixed)": ["trainer.precision=bf16-mixed"],
     "torch.compile (fast.compile=true)": ["fast.compile=true"],
     "CUDA graphs (fast.compile=true fast.compile_mode=reduce-overhead)": [

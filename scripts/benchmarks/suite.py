@@ -19,16 +19,16 @@ from bench_stacked import measure as measure_stacked
 from hydra import compose, initialize_config_dir
 
 from benchmarks.loops import (
-    bare_loop,
     cell_data_and_model,
     combine_rounds,
     compose_cell,
     concurrent_runs,
     evaluation_rate,
     framework_path,
+    paired_paths,
     tutorial_loop,
 )
-from benchmarks.plan import BASELINE, CONF, CUDA_ONLY, OPTIONS, ROUNDS, TUTORIAL_ROUNDS, WINDOW_STEPS
+from benchmarks.plan import BASELINE, CONF, CUDA_ONLY, OPTIONS, ROUNDS, TUTORIAL_ROUNDS, WINDOW_STEPS, WINDOWS
 from benchmarks.projection import projection
 
 
@@ -37,25 +37,27 @@ STACKED_SEEDS, STACKED_STEPS, STACKED_ROUNDS = 3, 60, 3
 
 def timing(args: argparse.Namespace, model: str, **changes: Any) -> argparse.Namespace:
     """``args`` with ``model``'s window (``--steps``, else :data:`WINDOW_STEPS`; the warm-up one window unless
-    ``--warmup``), rounds (``--rounds``, else :data:`ROUNDS`) and ``changes`` (e.g. another batch)."""
+    ``--warmup``), windows and rounds (``--windows``/``--rounds``, else :data:`WINDOWS`/:data:`ROUNDS`) and
+    ``changes`` (e.g. another batch)."""
     steps = args.steps or WINDOW_STEPS[model]
-    rounds = args.rounds or ROUNDS[model]
-    return argparse.Namespace(**{**vars(args), "steps": steps, "warmup": args.warmup or steps, "rounds": rounds,
-                                 **changes})  # fmt: skip
+    settings = {"steps": steps, "warmup": args.warmup or steps, "windows": args.windows or WINDOWS[model],
+                "rounds": args.rounds or ROUNDS[model]}  # fmt: skip
+    return argparse.Namespace(**{**vars(args), **settings, **changes})
 
 
-def side_by_side(cell: str, args: argparse.Namespace, device: torch.device, paths: tuple[str, ...]):
-    """The loops ``paths`` of ``cell`` in turn, ``args.rounds`` times (slow drifts of the machine hit all alike;
-    the tutorial loop in the first :data:`TUTORIAL_ROUNDS`), each path's rounds combined."""
-    rounds: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+def side_by_side(cell: str, args: argparse.Namespace, device: torch.device, tutorial: bool) -> dict[str, Any]:
+    """The framework and the bare loop window by window (:func:`~benchmarks.loops.paired_paths`), ``args.rounds``
+    times, and the tutorial loop on its own after each of the first :data:`TUTORIAL_ROUNDS` rounds; each path's
+    rounds combined."""
+    rounds: dict[str, list[dict[str, Any]]] = {"framework": [], "bare": [], "tutorial": []}
     for number in range(args.rounds):
-        rounds["framework"].append(framework_path(cell, args, args.work))
-        data, net, cfg = cell_data_and_model(cell, args, args.work)
-        rounds["bare"].append(bare_loop(net, data, cfg, args, device))
-        if "tutorial" in paths and number < TUTORIAL_ROUNDS:
+        framework, bare = paired_paths(cell, args, device)
+        rounds["framework"].append(framework)
+        rounds["bare"].append(bare)
+        if tutorial and number < TUTORIAL_ROUNDS:
             data, net, cfg = cell_data_and_model(cell, args, args.work)
             rounds["tutorial"].append(tutorial_loop(net, data, cfg, args, device, args.work))
-    return {path: combine_rounds(results, args.batch) for path, results in rounds.items()}
+    return {path: combine_rounds(results, args.batch) for path, results in rounds.items() if results}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             if dataset != args.compare:
                 figures["framework"][cell] = framework_path(cell, timed, args.work)
             else:
-                for path, result in side_by_side(cell, timed, device, ("framework", "bare", "tutorial")).items():
+                for path, result in side_by_side(cell, timed, device, tutorial=True).items():
                     figures[path][cell] = result
             framework = figures["framework"][cell]
             data, net, cfg = cell_data_and_model(cell, timed, args.work)
@@ -85,7 +87,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for model in args.models:
             cell = f"{model}_{args.compare}"
             timed = timing(args, model, batch=args.also_batch)
-            for path, result in side_by_side(cell, timed, device, ("framework", "bare")).items():
+            for path, result in side_by_side(cell, timed, device, tutorial=False).items():
                 figures["second_batch"][path][cell] = result
             pair = figures["second_batch"]
             say(f"{cell} batch {args.also_batch}: framework {pair['framework'][cell]['images_per_s']:.0f}, "
@@ -160,7 +162,7 @@ def environment(args: argparse.Namespace, device: torch.device, wall_s: float) -
             "batch": args.batch,
             "second_batch": args.also_batch,
             "warmup": args.warmup or "one window",
-            "windows": args.windows,
+            "windows": args.windows or WINDOWS,
             "steps": args.steps or WINDOW_STEPS,
             "n_train_digits": args.n_train,
             "val_size": args.val_size,
