@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options-cell", default="st_cnn_aff_rts")
     parser.add_argument("--skip-compile", action="store_true", help="leave torch.compile out of the options table")
     parser.add_argument("--stacked-cells", nargs="*", default=["fcn_rts", "st_fcn_aff_rts"],
-                        help="cells whose 3 seeds are also trained stacked (torch.func) vs one after another")  # fmt: skip
+                        help="cells whose 3 seeds also train stacked (torch.func) vs one after another")  # fmt: skip
     parser.add_argument("--processes", type=int, default=2, help="concurrent runs compared with one (1: skip)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the tutorial loop")
     parser.add_argument("--n-train", type=int, default=60_000, help="training digits (bundled sample tiled)")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.also_batch, args.warmup, args.windows, args.steps, args.rounds = 32, 16, 2, 2, 2, 1
+        args.batch, args.also_batch, args.warmup, args.windows, args.steps, args.rounds = 32, 16, 2, 2, 2, 2
         args.models, args.n_train, args.n_test, args.val_size = ["fcn", "st_cnn_aff"], 2000, 200, 32
         args.stacked_cells = ["fcn_rts"]
         args.generate_n = 2000

@@ -129,9 +129,10 @@ class StepProgressBar(TQDMProgressBar):
 
 
 class ProgressLines(pl.Callback):
-    """A line after each training step that passes a multiple of ``every`` optimiser steps (step i/N, the last logged training loss, the last validation error,
-    images/s, elapsed time and ETA) and one after each validation, from global rank 0. The metrics are read from
-    ``trainer.callback_metrics`` at those steps only (one device synchronisation per line)."""
+    """A line after each training step that passes a multiple of ``every`` optimiser steps (step i/N, the last
+    logged training loss, the last validation error, images/s, elapsed time and ETA) and one after each validation,
+    from global rank 0. The metrics are read from ``trainer.callback_metrics`` at those steps only (one device
+    synchronisation per line)."""
 
     def __init__(self, every: int, batch_size: int) -> None:
         self.every = every

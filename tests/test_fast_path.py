@@ -231,15 +231,17 @@ def test_the_report_renders_the_committed_figures():
     results = Path(__file__).resolve().parents[1] / "results"
     text = _bench_module("benchmarks.report").render(json.loads((results / "bench.json").read_text()))
     assert "## CPU: AMD EPYC, 2 cores" in text and "## GPU: not measured" in text
-    assert "| ST-CNN Aff | 399,426 | 312 | 324 | 228 | 0.964 | 1.37 |" in text  # the three loops on RTS
-    assert "### Projection: the `paper` profile of Table 1 on this device" in text and "**133.0 days**" in text
+    assert "| ST-CNN Aff | 399,426 | 4 | 610 | 629 | 474 | 0.964 | 0.86–1.03 (6) | 1.29 |" in text  # on RTS
+    assert "| FCN | 100 | 29,387 | 29,914 | 0.937 | 0.87–1.09 (8) |" in text  # batch 64, paired windows
+    assert "### Projection: the `paper` profile of Table 1 on this device" in text and "**57.0 days**" in text
     assert text == (results / "bench.md").read_text()
 
 
 @pytest.mark.slow
 def test_the_benchmark_harness_writes_its_figures_and_keeps_other_devices(tmp_path):
-    """``scripts/bench.py --quick`` end to end (about 3 minutes on 2 cores): all three loops in 2 rounds, the options,
-    two concurrent runs, generation and the projection; then a GPU run's figures join the CPU's in one report."""
+    """``scripts/bench.py --quick`` end to end (about 2 minutes on 2 cores): the framework and the bare loop in 2
+    rounds of 2 paired windows, the tutorial loop in the first, both batch sizes, the options, two concurrent runs,
+    stacked seeds, generation and the projection; then a GPU run's figures join the CPU's in one report."""
     import json
     import subprocess
     import sys
@@ -251,16 +253,21 @@ def test_the_benchmark_harness_writes_its_figures_and_keeps_other_devices(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     cpu = json.loads(saved.read_text())["cpu"]
     cells = ("fcn_rts", "st_cnn_aff_rts")
-    for path in ("bare", "tutorial"):  # 2 rounds of 2 windows each, pooled
-        assert all(cpu[path][c]["images_per_s"] > 0 and len(cpu[path][c]["windows_s_per_step"]) == 4 for c in cells)
-        assert all(len(cpu[path][c]["rounds_images_per_s"]) == 2 for c in cells)
-    assert all(len(cpu["framework"][c]["windows_images_per_s"]) == 4 for c in cells)
+    for path, rounds in (("bare", 2), ("tutorial", 1)):  # rounds of 2 windows each, pooled
+        assert all(cpu[path][c]["images_per_s"] > 0 for c in cells)
+        assert all(len(cpu[path][c]["windows_s_per_step"]) == 2 * rounds for c in cells)
+        assert all(len(cpu[path][c]["rounds_images_per_s"]) == rounds for c in cells)
+    for figures in (cpu, cpu["second_batch"]):  # each framework window paired with a bare one
+        assert all(len(figures["framework"][c]["windows_images_per_s"]) == len(figures["framework"][c]["ratios"]) == 4
+                   and figures["framework"][c]["steps_per_call"] == 2 for c in cells)  # fmt: skip
+    assert cpu["second_batch"]["batch"] == 16 and [row["batch"] for row in cpu["stacked"]] == [32, 16]
     assert set(cpu["framework"]) == {*cells, "fcn_r", "st_cnn_aff_r"}
     assert cpu["tutorial"]["fcn_rts"]["workers"] == 2 and cpu["environment"]["settings"]["batch"] == 32
     assert [row["processes"] for row in cpu["concurrency"]] == [1, 2]
     assert cpu["projection"]["total_s"] > 0 and set(cpu["generation"]) == {"R", "RTS", "P", "E", "TC"}
     text = out.read_text()
     assert "| ST-CNN Aff | 399," in text and "ST-CNN Aff on RTS: the framework trains at" in text
+    assert "### Framework vs bare loop at batch 16 on RTS" in text and "framework / bare ≥ 0.95 (target)" in text
     assert "## GPU: not measured" in text
 
     gpu = {**cpu, "environment": {**cpu["environment"], "device_type": "cuda", "device": "A test GPU"}}

@@ -222,13 +222,20 @@ def _result(folder):
     ("overrides", "iterations", "val_every", "kill_after", "position"),
     [
         pytest.param(["fast.steps_per_call=1"], 60, 20, 40, {"epoch": 0, "batch": 40}, id="fixed"),
-        pytest.param(["data.resample_every_epoch=true", "fast.steps_per_call=1"], 300, 50, 250,
-                     {"epoch": 1, "batch": 4}, id="resampled"),
+        pytest.param(
+            ["data.resample_every_epoch=true", "fast.steps_per_call=1"],
+            300,
+            50,
+            250,
+            {"epoch": 1, "batch": 4},
+            id="resampled",
+        ),
         # auto: 20 and 50 optimiser steps per training step; the saved position counts groups of batches, and the
         # resampled run's group 4 (batches 200-249) crosses into epoch 1 at batch 246
         pytest.param([], 60, 20, 40, {"epoch": 0, "batch": 2}, id="fixed-grouped"),
-        pytest.param(["data.resample_every_epoch=true"], 300, 50, 250, {"epoch": 0, "batch": 5},
-                     id="resampled-grouped"),
+        pytest.param(
+            ["data.resample_every_epoch=true"], 300, 50, 250, {"epoch": 0, "batch": 5}, id="resampled-grouped"
+        ),
     ],
 )
 def test_a_run_sigkilled_mid_epoch_and_rerun_ends_bitwise_equal(

@@ -132,8 +132,9 @@ def test_a_grouped_run_resumes_bitwise_and_refuses_another_steps_per_call(tmp_pa
 
 def test_batch_groups_run_through_epochs_and_resume_at_a_group(tmp_path):
     def batches():
-        return TensorBatches({"images": torch.zeros(10, 2, 2, dtype=torch.uint8), "labels": torch.arange(10)}, 3,
-                             shuffle=True, seed=4)  # fmt: skip  (4 batches an epoch, the last of 1 sample)
+        return TensorBatches(
+            {"images": torch.zeros(10, 2, 2, dtype=torch.uint8), "labels": torch.arange(10)}, 3, shuffle=True, seed=4
+        )  # fmt: skip  (4 batches an epoch, the last of 1 sample)
 
     flat = []
     loop = batches()

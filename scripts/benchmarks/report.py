@@ -51,7 +51,8 @@ def render(all_figures: dict[str, dict[str, Any]]) -> str:
         "of a pair alike (the tutorial loop runs on its own). **framework**: `stn_repro.train.run`",
         "itself (Hydra config, device-resident data module, Lightning system, CSV logger, checkpoint callback, the",
         "default `fast` options, logging every gcd(window, 100) steps, so that `fast.steps_per_call=auto` ends a",
-        "Lightning training step at every window boundary: the *steps / call* column); **bare**: a plain PyTorch loop on pre-loaded float",
+        "Lightning training step at every window boundary: the *steps / call* column); **bare**: a plain PyTorch",
+        "loop on pre-loaded float",
         "tensors, same model options, no schedule, no logging;",
         "**tutorial**: the PyTorch STN tutorial's loop (`torchvision.datasets.MNIST` with per-sample `ToTensor()` +",
         "`Normalize`, `DataLoader(shuffle=True, num_workers=…)`, `.to(device)` per batch, `nll_loss(log_softmax)`,",
@@ -93,7 +94,8 @@ def render_device(title: str, figures: dict[str, Any]) -> list[str]:
         f"- command: `{env['command']}` ({env['wall_s'] / 60:.1f} min)",
         f"- batch {settings['batch']}"
         + (f" (and {settings['second_batch']}: framework and bare only)" if settings.get("second_batch") else "")
-        + f"; warm-up: {settings['warmup']}, then {settings['windows']} windows of steps: {window}; data: {settings['n_train_digits']:,} digits (the bundled 5,000 tiled), "
+        + f"; warm-up: {settings['warmup']}, then windows: {_per_model(settings['windows'])}, of steps: {window}; "
+        f"data: {settings['n_train_digits']:,} digits (the bundled 5,000 tiled), "
         f"{settings['val_size']} held out; tutorial DataLoader workers: {settings['tutorial_workers']}; "
         f"rounds of the loops in turn, their windows pooled: {_per_model(settings.get('rounds', 1))}"
         + (f" (the tutorial loop in the first {settings['tutorial_rounds']})" if "tutorial_rounds" in settings else ""),
@@ -230,7 +232,9 @@ def render_options(figures: dict[str, Any]) -> list[str]:
         f'Each option alone on top of "{BASELINE}" (float32, eager, NCHW, one optimiser step per Lightning training '
         "step; logging every `fast.log_every` steps); "
         f'"wins": at least {100 * (WINS - 1):.0f}% more images/s than "{BASELINE}" in this run, the condition for '
-        "an option to be on by default. Warm-up: the first steps (where `torch.compile` compiles) until the first "
+        "an option to be on by default (a speed option; `trainer.precision` also changes the arithmetic beyond "
+        "rounding and the configuration hash, so bf16 stays a choice, off by default). Warm-up: the first steps "
+        "(where `torch.compile` compiles) until the first "
         "timed window.",
         "",
         f"| option | images/s | vs {BASELINE} | warm-up s | peak MB | wins |",

@@ -31,7 +31,6 @@ from benchmarks.loops import (
 from benchmarks.plan import BASELINE, CONF, CUDA_ONLY, OPTIONS, ROUNDS, TUTORIAL_ROUNDS, WINDOW_STEPS, WINDOWS
 from benchmarks.projection import projection
 
-
 STACKED_SEEDS, STACKED_STEPS, STACKED_ROUNDS = 3, 60, 3
 
 

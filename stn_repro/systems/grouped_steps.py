@@ -58,8 +58,9 @@ class GroupedSteps:
         self.optimiser = trainer.optimizers[0]
         self.schedules = [config.scheduler for config in trainer.lr_scheduler_configs if config.interval == "step"]
         self.progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        callbacks = trainer.callbacks
         self.hooks: dict[str, list[Callable[..., Any]]] = {
-            name: [partial(getattr(c, name), trainer, system) for c in trainer.callbacks if _overrides(c, pl.Callback, name)]
+            name: [partial(getattr(c, name), trainer, system) for c in callbacks if _overrides(c, pl.Callback, name)]
             + ([getattr(system, name)] if _overrides(system, pl.LightningModule, name) else [])
             for name in STEP_HOOKS
         }  # fmt: skip
