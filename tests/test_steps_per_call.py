@@ -10,6 +10,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from test_fast_path import FinalWeights
+from test_pipeline import tiny_overrides
 
 from stn_repro.config import ConfigError
 from stn_repro.data.batches import BatchGroups, TensorBatches
@@ -39,27 +41,10 @@ SCENARIOS = {
 
 
 def _config(tmp_path, data_root, *overrides):
+    """The tiny run's outputs and data (``tiny_overrides``), :data:`SHORT`, a ~20k-parameter model, ``overrides``."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                *SHORT,
-                "profile.param_target=20000",
-                "data.val_size=16",
-                "data.source=bundled",
-                f"paths.data={data_root}",
-                f"paths.runs={tmp_path / 'runs'}",
-                f"paths.variants={tmp_path / 'runs'}",
-                f"paths.models={tmp_path / 'models'}",
-                f"paths.checkpoints={tmp_path / 'ckpt'}",
-                *overrides,
-            ],
-        )
-
-
-class FinalWeights(pl.Callback):
-    def on_train_end(self, trainer, pl_module):
-        self.state = {name: value.detach().clone() for name, value in pl_module.state_dict().items()}
+        tiny = [*tiny_overrides(tmp_path, data_root), *SHORT, "profile.param_target=20000"]
+        return compose("train", overrides=[*tiny, *overrides])
 
 
 class FailAt(pl.Callback):

@@ -147,10 +147,8 @@ class SplitDataModule(pl.LightningDataModule):
 
     def train_in_groups(self, size: int, total: int) -> None:
         """Hand the training batches out ``size`` at a time (:class:`~stn_repro.data.batches.BatchGroups`), for a
-        run of ``total`` optimiser steps taking ``size`` per Lightning training step (``fast.steps_per_call``).
-        Needs :attr:`epoch_batches`."""
-        if size > 1 and not self.epoch_batches:
-            raise ValueError(f"{type(self).__name__}'s training batches cannot be grouped (not an EpochBatches)")
+        run of ``total`` optimiser steps taking ``size`` per Lightning training step (``fast.steps_per_call``, which
+        decides whether the data can: :attr:`epoch_batches`)."""
         self._group = (size, total)
 
     def train_dataloader(self) -> Iterable[Any]:
