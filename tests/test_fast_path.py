@@ -224,6 +224,20 @@ def test_the_projection_adds_every_cell_seed_and_dataset():
     assert p["total_s"] == pytest.approx(p["train_s"] + p["data_s"])
 
 
+@pytest.mark.parametrize("n", [1, 5, 6, 10, 20, 60, 61])
+def test_the_median_interval_takes_the_order_statistics_of_the_binomial_at_95_percent(n):
+    from scipy import stats
+
+    median_interval = _bench_module("benchmarks.report").median_interval
+    values = [float(v) for v in range(n, 0, -1)]  # x(j) = j, unsorted
+    low, high = median_interval(values)
+    assert high == n + 1 - low and low <= (n + 1) / 2 <= high
+    j = int(low)
+    coverage = 1 - 2 * stats.binom.cdf(j - 1, n, 0.5)  # P(x(j) <= median <= x(n + 1 - j))
+    assert coverage >= 0.95 or j == 1  # at least 95%, or the whole range when n is too small
+    assert j == 1 or 1 - 2 * stats.binom.cdf(j, n, 0.5) < 0.95  # and the narrowest such interval
+
+
 def test_the_report_renders_the_committed_figures():
     """``results/bench.md`` is the rendering of ``results/bench.json``: the committed pair agree byte for byte."""
     import json

@@ -36,6 +36,31 @@ def test_the_step_schedule_divides_the_rate_by_ten_every_interval_or_at_each_mil
     assert milestones == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
 
 
+@pytest.mark.parametrize("every, milestones", [(7, None), (10, [26, 3, 25])])
+def test_the_step_schedule_sets_torchs_lambdalr_rates_bit_for_bit_and_keeps_its_state(every, milestones):
+    def optimiser() -> torch.optim.Optimizer:
+        weight, bias = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        return torch.optim.SGD([{"params": [weight]}, {"params": [bias], "lr": 0.003}], lr=0.01)
+
+    ours, torchs = optimiser(), optimiser()
+    schedule = step_schedule(ours, every=every, gamma=0.1, milestones=milestones)
+    reference = torch.optim.lr_scheduler.LambdaLR(torchs, schedule.lr_lambdas[0])
+    for step in range(60):
+        for optimiser_, schedule_ in ((ours, schedule), (torchs, reference)):
+            optimiser_.step()
+            schedule_.step()
+        assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in torchs.param_groups], step
+        assert schedule.get_last_lr() == reference.get_last_lr()
+    assert ours.param_groups[0]["lr"] < 0.01 * 0.1**2  # the rate did change
+    assert schedule.state_dict() == reference.state_dict()
+    resumed = step_schedule(optimiser(), every=every, gamma=0.1, milestones=milestones)
+    resumed.load_state_dict(reference.state_dict())  # a checkpoint written before StepSchedule (plain LambdaLR)
+    resumed.optimizer.step()
+    resumed.step()
+    reference.step()
+    assert resumed.get_last_lr() == reference.get_last_lr() and resumed.last_epoch == reference.last_epoch
+
+
 def test_the_localisation_rate_is_scaled_before_the_schedule_and_follows_it():
     model = nn.Sequential(nn.Linear(2, 2))
     system = ClassificationSystem(model, partial(torch.optim.SGD, lr=0.1), loc_lr_mult=0.5)

@@ -18,16 +18,18 @@ NAMES = {
     "st_cnn_proj": "ST-CNN Proj",
     "st_cnn_tps": "ST-CNN TPS",
 }
-#: Optimiser steps per timed window of each model (the warm-up is one window): 200 for the fully connected models
-#: (0.2-4 s on the 2-core CPU), 4 for the convolutional ones (a step of 0.1-2.5 s). The framework path logs every
+#: Optimiser steps per timed window of each model (the warm-up is one window): 100 for the fully connected models
+#: (0.1-1 s on the 2-core CPU), 4 for the convolutional ones (a step of 0.1-2.5 s). The framework path logs every
 #: gcd(window, 100) steps, so ``fast.steps_per_call=auto`` takes 100 optimiser steps per Lightning training step
-#: for the fully connected models, as a default run does, and 4 for the convolutional ones (where Lightning's ~1 ms
-#: per training step is lost in the step).
-WINDOW_STEPS = {model: 4 if "cnn" in model else 200 for model in MODELS}
+#: for the fully connected models, as a default run does (a window is one training step, Lightning's own cost
+#: included), and 4 for the convolutional ones (where Lightning's ~1 ms per training step is lost in the step).
+WINDOW_STEPS = {model: 4 if "cnn" in model else 100 for model in MODELS}
 DEFAULT_LOG_EVERY = 100  # conf/train.yaml's fast.log_every
 #: Timed windows per round, and rounds: the framework's and the bare loop's windows alternate within a round
-#: (``benchmarks.loops.paired_paths``); the tutorial loop runs on its own in the first :data:`TUTORIAL_ROUNDS`.
-WINDOWS = {model: 3 if "cnn" in model else 4 for model in MODELS}
+#: (``benchmarks.loops.paired_paths``); the tutorial loop runs on its own in the first :data:`TUTORIAL_ROUNDS`. A
+#: pair's ratio varies by ±15% on a shared VM (a 2-5 ms step, windows of 0.1-0.5 s), so the cheap fully connected
+#: models take 60 pairs: a 95% interval of their median ratio about ±2% wide.
+WINDOWS = {model: 3 if "cnn" in model else 30 for model in MODELS}
 ROUNDS = {model: 2 for model in MODELS}
 TUTORIAL_ROUNDS = 1
 SIZE_OF = {"r": 28, "p": 28, "e": 28, "rts": 42}  # Table 1's datasets: R, P and E share the 28×28 models

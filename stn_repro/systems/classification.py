@@ -105,7 +105,7 @@ class ClassificationSystem(pl.LightningModule):
         self.theta_target_noise = theta_target_noise
         self.val_error = torchmetrics.MeanMetric()
         self.test_error = torchmetrics.MeanMetric()
-        self._window = SimpleNamespace(sums={}, steps=0)  # of the logged training scalars since the last logging
+        self._window = SimpleNamespace(steps=[], first=0, last=0)  # the logged training scalars since the last logging
         self._test_wrong: list[Tensor] = []
         self.test_wrong: Tensor | None = None  # bool (N,), after a test: which test images the model got wrong
         self.steps_per_call, self.gradient_clip_val = 1, None  # take_steps_per_call
@@ -155,14 +155,13 @@ class ClassificationSystem(pl.LightningModule):
 
     def _training_loss(self, batch: tuple[Tensor, ...]) -> Tensor:
         """The loss of one training batch (with the θ loss, if any), added to the logged window."""
-        images, labels = batch[0], batch[1]
-        loss = self.loss(self.model(images), labels)
-        logged = {}
-        if self.theta_loss_weight:
-            logged["train/theta_loss"] = theta_loss = self.theta_loss(batch[2]["theta"])
-            loss = loss + self.theta_loss_weight * theta_loss
-        logged["train/loss"] = loss
-        self._log_window(logged)
+        loss = self.loss(self.model(batch[0]), batch[1])
+        if not self.theta_loss_weight:
+            self._log_window({"train/loss": loss.detach()})
+            return loss
+        theta_loss = self.theta_loss(batch[2]["theta"])
+        loss = loss + self.theta_loss_weight * theta_loss
+        self._log_window({"train/theta_loss": theta_loss.detach(), "train/loss": loss.detach()})
         return loss
 
     def take_steps_per_call(self, steps: int, gradient_clip_val: float | None = None) -> None:
@@ -191,29 +190,38 @@ class ClassificationSystem(pl.LightningModule):
             )
 
     def _log_window(self, values: dict[str, Tensor]) -> None:
-        """Add this step's scalar ``values`` to running sums kept on the device; at the trainer's logging interval
+        """Keep this optimiser step's detached scalar ``values``; at the trainer's logging interval
         (``log_every_n_steps``, from ``fast.log_every``) and at the last step, log their means over the window and
-        stop a run whose loss became NaN/inf (:class:`DivergedError`). One device synchronisation per interval, not
-        one per step: a non-finite step makes the window's sum non-finite, so none is missed."""
+        stop a run whose loss became NaN/inf (:class:`DivergedError`). Called once per optimiser step. One device
+        synchronisation per interval, not one per step: a non-finite step makes the window's sum non-finite, so
+        none is missed. Per step, only the values are kept (the sums are taken at the window's end, in step order)."""
         window = self._window
-        for name, value in values.items():
-            total = window.sums.get(name)
-            window.sums[name] = value.detach().clone() if total is None else total.add_(value.detach())
-        window.steps += 1
-        step, trainer = self.global_step + 1, self.trainer
-        if step % trainer.log_every_n_steps and not 0 < trainer.max_steps <= step:
+        if not window.steps:  # a window starts: the step at which it ends
+            trainer, window.first = self.trainer, self.global_step + 1
+            ends = [window.first + (-window.first) % trainer.log_every_n_steps]
+            window.last = min(ends + ([trainer.max_steps] if trainer.max_steps > 0 else []))
+        window.steps.append(values)
+        if window.first + len(window.steps) <= window.last:
             return
-        means = {name: total / window.steps for name, total in window.sums.items()}
-        first = step - window.steps
-        window.sums, window.steps = {}, 0
+        steps, first = window.steps, window.first
+        window.steps = []
+        means = {name: self._window_sum(steps, name) / len(steps) for name in values}
         if not torch.isfinite(means["train/loss"]):
             raise DivergedError(
-                f"training diverged between steps {first} and {step - 1}: the mean loss of those steps is "
-                f"{means['train/loss'].item()}; {DIVERGENCE_HINT}"
+                f"training diverged between steps {first - 1} and {first + len(steps) - 2}: the mean loss of those "
+                f"steps is {means['train/loss'].item()}; {DIVERGENCE_HINT}"
             )
         self.log("train/loss", means.pop("train/loss"), prog_bar=True)
         if means:
             self.log_dict(means)
+
+    @staticmethod
+    def _window_sum(steps: list[dict[str, Tensor]], name: str) -> Tensor:
+        """The sum of value ``name`` over ``steps``, added in step order."""
+        total = steps[0][name].clone()
+        for values in steps[1:]:
+            total.add_(values[name])
+        return total
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self.val_error.update(self.wrong(self.model(batch[0]), batch[1]))

@@ -70,52 +70,54 @@ class GroupedSteps:
             or (datamodule is not None and _overrides(datamodule, pl.LightningDataModule, name))
             for name in BATCH_HOOKS
         )
-        self.own_backward = _overrides(system, pl.LightningModule, "backward")
-        self.autocast_off = isinstance(plugin, MixedPrecision)  # Lightning runs backward outside the autocast
+        backward = system.backward if _overrides(system, pl.LightningModule, "backward") else Tensor.backward
+        if isinstance(plugin, MixedPrecision):  # Lightning runs backward outside the autocast
+            backward = partial(_without_autocast, system.device.type, backward)
+        self.backward: Callable[[Tensor], Any] = backward
 
     def hand_over(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """``batch`` as Lightning hands a batch to ``training_step`` (converted by the precision plugin, through
         the transfer hooks, on the device); as it is when that changes nothing."""
-        if self.plain_hand_over and batch[0].device == self.system.device:
+        if self._hands_over_as_is(batch):
             return batch
         batch = self.trainer.precision_plugin.convert_input(batch)
         return self.trainer.strategy.batch_to_device(self.system._on_before_batch_transfer(batch, dataloader_idx=0))
 
+    def _hands_over_as_is(self, batch: tuple[Tensor, ...]) -> bool:
+        return self.plain_hand_over and batch[0].device == self.system.device
+
     def run(self, group: BatchGroup, loss_of: Callable[[tuple[Tensor, ...]], Tensor]) -> None:
-        """One optimiser step on each batch of ``group``, the loss of a batch given by ``loss_of``."""
-        hooks, optimiser, steps_loop = self.hooks, self.optimiser, self.trainer.fit_loop.epoch_loop
+        """One optimiser step on each batch of ``group``, the loss of a batch given by ``loss_of``. The batches of a
+        group come from one source, so the first tells whether they are handed over as they are."""
+        before_zero_grad, before_backward, after_backward, before_step = (self.hooks[name] for name in STEP_HOOKS)
+        optimiser, schedules, progress, backward = self.optimiser, self.schedules, self.progress, self.backward
+        hand_over = None if self._hands_over_as_is(group.first) else self.hand_over
+        steps_loop = self.trainer.fit_loop.epoch_loop
         for taken, batch in enumerate(group.batches(), 1):
-            batch = self.hand_over(batch)
-            for hook in hooks["on_before_zero_grad"]:
+            if hand_over is not None:
+                batch = hand_over(batch)
+            for hook in before_zero_grad:
                 hook(optimiser)
             optimiser.zero_grad()
             loss = loss_of(batch)
-            for hook in hooks["on_before_backward"]:
+            for hook in before_backward:
                 hook(loss)
-            self._backward(loss)
-            for hook in hooks["on_after_backward"]:
+            backward(loss)
+            for hook in after_backward:
                 hook()
-            for hook in hooks["on_before_optimizer_step"]:
+            for hook in before_step:
                 hook(optimiser)
             if self.clip:
                 self.system.clip_gradients(optimiser, self.clip, "norm")  # the precision plugin's, as Lightning's
-            self.progress.increment_ready()
+            progress.increment_ready()
             optimiser.step()
-            self.progress.increment_completed()  # trainer.global_step counts optimiser steps
-            for schedule in self.schedules:
+            progress.increment_completed()  # trainer.global_step counts optimiser steps
+            for schedule in schedules:
                 schedule.step()
             if taken < group.size:  # Lightning counts the training step itself once it ends
                 steps_loop._batches_that_stepped += 1  # so the loggers' step axis counts optimiser steps
 
-    def _backward(self, loss: Tensor) -> None:
-        if self.autocast_off:
-            with torch.autocast(self.system.device.type, enabled=False):
-                self._backward_as_lightning(loss)
-        else:
-            self._backward_as_lightning(loss)
 
-    def _backward_as_lightning(self, loss: Tensor) -> None:
-        if self.own_backward:
-            self.system.backward(loss)
-        else:
-            loss.backward()
+def _without_autocast(device_type: str, backward: Callable[[Tensor], Any], loss: Tensor) -> None:
+    with torch.autocast(device_type, enabled=False):
+        backward(loss)
