@@ -245,9 +245,9 @@ def test_the_report_renders_the_committed_figures():
     results = Path(__file__).resolve().parents[1] / "results"
     text = _bench_module("benchmarks.report").render(json.loads((results / "bench.json").read_text()))
     assert "## CPU: AMD EPYC, 2 cores" in text and "## GPU: not measured" in text
-    assert "| ST-CNN Aff | 399,426 | 4 | 610 | 629 | 474 | 0.964 | 0.86–1.03 (6) | 1.29 |" in text  # on RTS
-    assert "| FCN | 100 | 29,387 | 29,914 | 0.937 | 0.87–1.09 (8) |" in text  # batch 64, paired windows
-    assert "### Projection: the `paper` profile of Table 1 on this device" in text and "**57.0 days**" in text
+    assert "| ST-CNN Aff | 399,426 | 4 | 628 | 626 | 489 | 1.001 | 0.976–1.071 (6) | 1.28 |" in text  # on RTS
+    assert "| FCN | 100 | 44,308 | 46,300 | 0.961 | 0.935–0.980 (60) |" in text  # batch 64, paired windows
+    assert "### Projection: the `paper` profile of Table 1 on this device" in text and "**57.6 days**" in text
     assert text == (results / "bench.md").read_text()
 
 
