@@ -245,9 +245,9 @@ def test_the_report_renders_the_committed_figures():
     results = Path(__file__).resolve().parents[1] / "results"
     text = _bench_module("benchmarks.report").render(json.loads((results / "bench.json").read_text()))
     assert "## CPU: AMD EPYC, 2 cores" in text and "## GPU: not measured" in text
-    assert "| ST-CNN Aff | 399,426 | 4 | 628 | 626 | 489 | 1.001 | 0.976–1.071 (6) | 1.28 |" in text  # on RTS
-    assert "| FCN | 100 | 44,308 | 46,300 | 0.961 | 0.935–0.980 (60) |" in text  # batch 64, paired windows
-    assert "### Projection: the `paper` profile of Table 1 on this device" in text and "**57.6 days**" in text
+    assert "| ST-CNN Aff | 399,426 | 4 | 646 | 640 | 499 | 1.000 | 0.994–1.019 (25) | 1.29 |" in text  # on RTS
+    assert "| FCN | 100 | 44,284 | 46,313 | 0.976 | 0.961–0.988 (60) |" in text  # batch 64, paired windows
+    assert "### Projection: the `paper` profile of Table 1 on this device" in text and "**58.0 days**" in text
     assert text == (results / "bench.md").read_text()
 
 

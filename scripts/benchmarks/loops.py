@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from benchmarks.idx import write_mnist_folder
-from benchmarks.plan import CONF, DEFAULT_LOG_EVERY, SCRIPT
+from benchmarks.plan import CONF, DEFAULT_LOG_EVERY, SCRIPT, paired_windows
 from stn_repro import components
 from stn_repro.fast import apply_fast_options, steps_per_call
 from stn_repro.train import run
@@ -257,15 +257,22 @@ def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: 
 def paired_paths(cell: str, args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
     """Paths 1 and 2 window by window in one process: at each of the framework run's window boundaries, a window
     of the bare loop (its own model, weights as the run's, and optimiser) runs, then the framework's window. A drift
-    of the machine's speed then hits both paths of a pair alike: ``ratios`` holds each pair's framework / bare."""
+    of the machine's speed then hits both paths of a pair alike: ``ratios`` holds each pair's framework / bare.
+    Windows: ``args.paired_windows``, or as many as fit (:func:`~benchmarks.plan.paired_windows`, from the bare
+    loop's warm-up steps, the median of their second half)."""
     data, net, cfg = cell_data_and_model(cell, args, args.work)
     step = bare_stepper(net, data, cfg, args, device)
+    warmup = []
+    for _ in range(args.warmup):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        warmup.append(time.perf_counter() - start)
+    windows = args.paired_windows or paired_windows(statistics.median(warmup[len(warmup) // 2 :]) * args.steps)
+    args = argparse.Namespace(**{**vars(args), "windows": windows})
     times: list[float] = []
 
     def bare_window(index: int) -> None:
-        for _ in range(args.warmup if index == 0 else 0):
-            step()
-        synchronize(device)
         start = time.perf_counter()
         for _ in range(args.steps):
             step()

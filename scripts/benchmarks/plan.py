@@ -25,12 +25,24 @@ NAMES = {
 #: included), and 4 for the convolutional ones (where Lightning's ~1 ms per training step is lost in the step).
 WINDOW_STEPS = {model: 4 if "cnn" in model else 100 for model in MODELS}
 DEFAULT_LOG_EVERY = 100  # conf/train.yaml's fast.log_every
-#: Timed windows per round, and rounds: the framework's and the bare loop's windows alternate within a round
-#: (``benchmarks.loops.paired_paths``); the tutorial loop runs on its own in the first :data:`TUTORIAL_ROUNDS`. A
-#: pair's ratio varies by ±15% on a shared VM (a 2-5 ms step, windows of 0.1-0.5 s), so the cheap fully connected
-#: models take 60 pairs: a 95% interval of their median ratio about ±2% wide.
-WINDOWS = {model: 3 if "cnn" in model else 30 for model in MODELS}
+#: Timed windows per round of the paths measured on their own (the tutorial loop, the projection's framework runs,
+#: the options, the concurrent runs), and rounds of the loops.
+WINDOWS = {model: 3 if "cnn" in model else 4 for model in MODELS}
 ROUNDS = {model: 2 for model in MODELS}
+#: The framework's and the bare loop's windows alternate within a round (``benchmarks.loops.paired_paths``): as many
+#: pairs as fit in about :data:`PAIRED_SECONDS` of the two paths together (a window's time estimated from the bare
+#: loop's warm-up), within :data:`PAIRED_WINDOWS`. A pair's ratio varies by ±15-30% on a shared VM, so a 95% interval
+#: of the median ratio is about ±2% wide with 60 pairs (a fast model: 30 per round) and ±5-10% with 6.
+PAIRED_SECONDS = 40.0
+PAIRED_WINDOWS = (6, 30)
+
+
+def paired_windows(window_s: float) -> int:
+    """Paired windows per round for a window of ``window_s`` seconds (each path's)."""
+    low, high = PAIRED_WINDOWS
+    return max(low, min(high, round(PAIRED_SECONDS / (2 * window_s))))
+
+
 TUTORIAL_ROUNDS = 1
 SIZE_OF = {"r": 28, "p": 28, "e": 28, "rts": 42}  # Table 1's datasets: R, P and E share the 28×28 models
 BASELINE = "every option off"

@@ -52,6 +52,15 @@ def _pairs(framework: dict[str, Any]) -> str:
     return f"{low:.3f}–{high:.3f} ({len(pairs)})"
 
 
+def _paired_windows(setting: int | dict[str, Any] | None) -> str:
+    """How many windows the framework and the bare loop alternated per round."""
+    if isinstance(setting, dict):
+        low, high = setting["range"]
+        return (f" (framework and bare loop paired: as many windows per round as fit in {setting['seconds']:.0f} s of"
+                f" the two, {low}-{high}; each row's pairs counted)")  # fmt: skip
+    return f" (framework and bare loop paired: {setting} per round)" if setting else ""
+
+
 def _per_model(value: int | dict[str, int]) -> str:
     """A setting that is one number, or one per model (``FCN 100, CNN 4, ...``)."""
     return ", ".join(f"{NAMES[m]} {n}" for m, n in value.items()) if isinstance(value, dict) else str(value)
@@ -112,7 +121,9 @@ def render_device(title: str, figures: dict[str, Any]) -> list[str]:
         f"- command: `{env['command']}` ({env['wall_s'] / 60:.1f} min)",
         f"- batch {settings['batch']}"
         + (f" (and {settings['second_batch']}: framework and bare only)" if settings.get("second_batch") else "")
-        + f"; warm-up: {settings['warmup']}, then windows: {_per_model(settings['windows'])}, of steps: {window}; "
+        + f"; warm-up: {settings['warmup']}, then windows: {_per_model(settings['windows'])}, of steps: {window}"
+        + _paired_windows(settings.get("paired_windows"))
+        + "; "
         f"data: {settings['n_train_digits']:,} digits (the bundled 5,000 tiled), "
         f"{settings['val_size']} held out; tutorial DataLoader workers: {settings['tutorial_workers']}; "
         f"rounds of the loops in turn, their windows pooled: {_per_model(settings.get('rounds', 1))}"

@@ -28,7 +28,18 @@ from benchmarks.loops import (
     paired_paths,
     tutorial_loop,
 )
-from benchmarks.plan import BASELINE, CONF, CUDA_ONLY, OPTIONS, ROUNDS, TUTORIAL_ROUNDS, WINDOW_STEPS, WINDOWS
+from benchmarks.plan import (
+    BASELINE,
+    CONF,
+    CUDA_ONLY,
+    OPTIONS,
+    PAIRED_SECONDS,
+    PAIRED_WINDOWS,
+    ROUNDS,
+    TUTORIAL_ROUNDS,
+    WINDOW_STEPS,
+    WINDOWS,
+)
 from benchmarks.projection import projection
 
 STACKED_SEEDS, STACKED_STEPS, STACKED_ROUNDS = 3, 60, 3
@@ -36,11 +47,12 @@ STACKED_SEEDS, STACKED_STEPS, STACKED_ROUNDS = 3, 60, 3
 
 def timing(args: argparse.Namespace, model: str, **changes: Any) -> argparse.Namespace:
     """``args`` with ``model``'s window (``--steps``, else :data:`WINDOW_STEPS`; the warm-up one window unless
-    ``--warmup``), windows and rounds (``--windows``/``--rounds``, else :data:`WINDOWS`/:data:`ROUNDS`) and
-    ``changes`` (e.g. another batch)."""
+    ``--warmup``), windows and rounds (``--windows``/``--rounds``, else :data:`WINDOWS`/:data:`ROUNDS`; paired
+    windows: ``--windows``, else ``None``, as many as fit (:func:`~benchmarks.plan.paired_windows`)) and ``changes``
+    (e.g. another batch)."""
     steps = args.steps or WINDOW_STEPS[model]
     settings = {"steps": steps, "warmup": args.warmup or steps, "windows": args.windows or WINDOWS[model],
-                "rounds": args.rounds or ROUNDS[model]}  # fmt: skip
+                "paired_windows": args.windows, "rounds": args.rounds or ROUNDS[model]}  # fmt: skip
     return argparse.Namespace(**{**vars(args), **settings, **changes})
 
 
@@ -162,6 +174,7 @@ def environment(args: argparse.Namespace, device: torch.device, wall_s: float) -
             "second_batch": args.also_batch,
             "warmup": args.warmup or "one window",
             "windows": args.windows or WINDOWS,
+            "paired_windows": args.windows or {"seconds": PAIRED_SECONDS, "range": list(PAIRED_WINDOWS)},
             "steps": args.steps or WINDOW_STEPS,
             "n_train_digits": args.n_train,
             "val_size": args.val_size,
