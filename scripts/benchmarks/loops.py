@@ -245,15 +245,6 @@ def bare_stepper(model: torch.nn.Module, data: Any, cfg: DictConfig, args, devic
     return step
 
 
-def bare_loop(model: torch.nn.Module, data: Any, cfg: DictConfig, args, device: torch.device) -> dict[str, Any]:
-    """Path 2 on its own (:func:`bare_stepper`), timed in windows."""
-    step = bare_stepper(model, data, cfg, args, device)
-    synchronize(device)
-    reset_peak_memory(device)
-    times = time_windows(step, device, args.warmup, args.windows, args.steps)
-    return summary(times, args.batch, peak_mb=peak_memory_mb(device))
-
-
 def paired_paths(cell: str, args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
     """Paths 1 and 2 window by window in one process: at each of the framework run's window boundaries, a window
     of the bare loop (its own model, weights as the run's, and optimiser) runs, then the framework's window. A drift

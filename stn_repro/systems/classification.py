@@ -198,8 +198,9 @@ class ClassificationSystem(pl.LightningModule):
         window = self._window
         if not window.steps:  # a window starts: the step at which it ends
             trainer, window.first = self.trainer, self.global_step + 1
-            ends = [window.first + (-window.first) % trainer.log_every_n_steps]
-            window.last = min(ends + ([trainer.max_steps] if trainer.max_steps > 0 else []))
+            window.last = window.first + (-window.first) % trainer.log_every_n_steps
+            if trainer.max_steps > 0:
+                window.last = min(window.last, trainer.max_steps)
         window.steps.append(values)
         if window.first + len(window.steps) <= window.last:
             return

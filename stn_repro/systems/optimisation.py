@@ -25,10 +25,8 @@ class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
     rate is its base rate times it), whose :meth:`step` does only that arithmetic: the same rates as LambdaLR's
     (``base_lr * factor(step)``), for a fraction of its Python per step (it runs once per optimiser step, and a
     small model's step is ~1 ms on a CPU core). Torch's own step runs for what it checks or handles: the first
-    step (its order checks), an explicit ``epoch``, and rates held as tensors. Its state is LambdaLR's."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]) -> None:
-        super().__init__(optimizer, factor)  # one function: lr_lambdas holds it once per group
+    step (its order checks), an explicit ``epoch``, and rates held as tensors. Its state is LambdaLR's. Built with one
+    function (``StepSchedule(optimizer, factor)``), which ``lr_lambdas`` holds once per group."""
 
     def step(self, epoch: int | None = None) -> None:
         groups = self.optimizer.param_groups
